@@ -1,0 +1,110 @@
+"""Run directories: config.json, model.safetensors, trainer.pt, metrics.jsonl.
+
+Every file is written to a temporary name and renamed into place, so a crash
+mid-write leaves the previous version intact. Opening a run never runs code:
+weights are safetensors, the trainer state is read with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import Config
+from .errors import VaekitError
+
+CONFIG, WEIGHTS, BEST, TRAINER, METRICS = "config.json", "model.safetensors", "best.safetensors", "trainer.pt", "metrics.jsonl"
+
+
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    write_atomic(path, lambda tmp: save_file(tensors, tmp))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights, naming the first tensor that does not fit the architecture."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise VaekitError(f"{path}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    for k, v in expected.items():
+        if k not in tensors:
+            raise VaekitError(f"{path}: no tensor {k!r}; the checkpoint is of another architecture than its config.json")
+        if tensors[k].shape != v.shape:
+            raise VaekitError(f"{path}: tensor {k!r} has shape {tuple(tensors[k].shape)}, the architecture in config.json needs {tuple(v.shape)}")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise VaekitError(f"{path}: unexpected tensor {extra[0]!r}; the checkpoint is of another architecture than its config.json")
+    model.load_state_dict(tensors)
+
+
+def save_trainer_state(state: dict[str, Any], path: Path) -> None:
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError for bad files
+        raise VaekitError(f"{path}: unreadable trainer state ({type(e).__name__}); it holds more than tensors and numbers, or is damaged") from None
+
+
+def read_config(run: str | Path) -> Config:
+    run = _run_dir(run)
+    try:
+        d = json.loads((run / CONFIG).read_text())
+    except json.JSONDecodeError as e:
+        raise VaekitError(f"{run / CONFIG}: not valid JSON ({e})") from None
+    return Config.from_dict(d, source=str(run / CONFIG))
+
+
+def load(run: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The trained model of a run directory, in eval mode, with its resolved Config at ``model.config``."""
+    from .models import build
+
+    cfg = read_config(run)
+    model = build(cfg.model)
+    load_weights(model, _run_dir(run) / WEIGHTS)
+    model.config = cfg
+    return model.to(device).eval()
+
+
+def _run_dir(run: str | Path) -> Path:
+    run = Path(run)
+    if run.is_file():
+        with open(run, "rb") as f:
+            head = f.read(2)
+        if head[:1] == b"\x80" or head == b"PK":
+            raise VaekitError(f"{run}: a pickle (torch.save) file; vaekit loads only run directories with "
+                              f"{WEIGHTS} and {CONFIG}, because unpickling can run arbitrary code")
+        raise VaekitError(f"{run}: a file; expected a run directory holding {CONFIG} and {WEIGHTS}")
+    if not run.is_dir():
+        raise VaekitError(f"{run}: no such run directory")
+    for name in (CONFIG, WEIGHTS):
+        if not (run / name).exists():
+            raise VaekitError(f"{run}: not a run directory, {name} is missing")
+    return run

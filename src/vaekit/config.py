@@ -1,0 +1,180 @@
+"""Configuration as typed, frozen dataclasses with runnable defaults.
+
+A config round-trips through JSON (and reads TOML); unknown keys and wrong
+types are one-line errors that name the key. ``resolve`` fills the fields left
+as "auto" once the data is known, and the resolved config is what a run writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import VaekitError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # a built-in data set, or a path to .npy/.npz/.csv/an image folder
+    data_dir: str | None = None  # where named data sets live; default $VAEKIT_DATA_DIR or the user cache
+    download: bool = True  # fetch a missing named data set (checksums verified)
+    binarize: Literal["auto", "dynamic", "static", "none"] = "auto"  # auto: dynamic under a Bernoulli likelihood
+    val_size: float = 0.1  # below 1: a fraction of the training pool; 1 or more: a count (MNIST 10000 gives 50k/10k/10k)
+    test_size: float = 0.1  # held out when a data set has no test split of its own
+    stream: bool = False  # read a .npy file in chunks from disk instead of loading it (flat memory)
+    label_column: str | None = None  # CSV: the column holding labels, kept out of x
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: Literal["vae", "ae", "dae"] = "vae"
+    net: Literal["mlp", "conv"] = "mlp"
+    hidden: tuple[int, ...] = (400,)  # MLP hidden widths, mirrored in the decoder
+    channels: tuple[int, ...] = (32, 64)  # conv channels, each layer halving H and W
+    activation: Literal["relu", "tanh", "softplus"] = "relu"
+    latent_dim: int = 20
+    likelihood: Literal["auto", "bernoulli", "gaussian", "gaussian-learned", "categorical"] = "auto"
+    sigma: float = 1.0  # the fixed σ of the "gaussian" likelihood
+    beta: float = 1.0  # weight of the KL term (β-VAE)
+    mc_samples: int = 1  # L, Monte Carlo samples of z per data point
+    corruption: Literal["gaussian", "mask", "salt-pepper"] = "gaussian"  # denoising AE only
+    noise: float = 0.3  # DAE corruption level: σ of the Gaussian, or the fraction of pixels hit
+    init_std: float | None = None  # weights from N(0, init_std²) as in the AEVB paper; None: PyTorch's default
+    input_shape: tuple[int, ...] | None = None  # filled in from the data: (C, H, W) images, (D,) tables
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps in all (resume continues)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None  # max global gradient norm
+    kl_warmup_steps: int = 0  # KL weight rises linearly from 0 to β over these steps
+    early_stopping: int | None = None  # patience in epochs without a better validation loss
+    seed: int = 0
+    checkpoint_every: int = 1  # epochs between checkpoints
+    checkpoint_steps: int | None = None  # also checkpoint every this many steps
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int | None = None  # torch.set_num_threads on CPU
+    tensorboard: bool = True  # also log to TensorBoard when the optional extra is installed
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/vae"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+        return _build(cls, d, source)
+
+    def override(self, assignments: list[str]) -> "Config":
+        """Apply ``section.key=value`` strings; values are read as JSON, else as plain strings."""
+        d = self.to_dict()
+        for a in assignments:
+            key, sep, raw = a.partition("=")
+            if not sep:
+                raise VaekitError(f"--set {a!r}: expected section.key=value")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            node = d
+            *parents, last = key.strip().split(".")
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise VaekitError(f"--set {a!r}: unknown config section {p!r}")
+                node = node[p]
+            if last not in node:
+                raise VaekitError(f"--set {a!r}: unknown config key {key!r}")
+            node[last] = value
+        return Config.from_dict(d, source="--set")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a JSON or TOML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        d = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from None
+    return Config.from_dict(d, source=str(path))
+
+
+def _to_plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _to_plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_plain(x) for x in v]
+    return v
+
+
+def _build(cls: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise VaekitError(f"{where}: expected a table of keys, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise VaekitError(f"{where}: unknown config key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}: {k}" if cls is Config else f"{where}.{k}") for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def _coerce(v: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, v, where.split(": ")[-1])
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(v, inner[0], where)
+    if origin is Literal:
+        if v not in args:
+            raise VaekitError(f"{where}: expected one of {', '.join(map(repr, args))}, got {v!r}")
+        return v
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise VaekitError(f"{where}: expected a list of {args[0].__name__}, got {v!r}")
+        return tuple(_coerce(x, args[0], where) for x in v)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise VaekitError(f"{where}: expected true or false, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise VaekitError(f"{where}: expected an integer, got {v!r}")
+        return v
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise VaekitError(f"{where}: expected a number, got {v!r}")
+        return float(v)
+    if tp is str:
+        if not isinstance(v, str):
+            raise VaekitError(f"{where}: expected a string, got {v!r}")
+        return v
+    raise TypeError(f"unsupported config type {tp!r}")  # a programming error, not user input
+
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config", "replace"]

@@ -1,0 +1,167 @@
+"""Data sets by name or path, split into train / validation / test parts that yield minibatches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import VaekitError
+from .parts import MemoryPart, Part, StreamPart
+from .readers import read_csv, read_frey, read_idx, read_image_folder, read_npy, read_npz
+from .sources import SOURCES, default_data_dir, fetch
+
+NAMES = ("digits", *SOURCES)
+_SPLIT_SEED = 20131220  # splits stay fixed across training seeds (the AEVB paper's arXiv date)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Part
+    val: Part
+    test: Part
+    kind: str  # "image" (C, H, W) rows or "table" (D,) rows
+    classes: list[str] | None = None
+    likelihood: str = "bernoulli"  # what "auto" resolves to for this data
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.train.shape
+
+    @property
+    def parts(self) -> tuple[Part, Part, Part]:
+        return self.train, self.val, self.test
+
+    def binarize(self, mode: str) -> None:
+        """"dynamic": a fresh Bernoulli draw per batch; "static": one fixed draw now."""
+        if mode == "none":
+            return
+        self.check_unit_range()
+        for part in self.parts:
+            if mode == "dynamic":
+                part.dynamic_binarize = True
+            elif isinstance(part, StreamPart):
+                raise VaekitError(f"{part.path}: static binarization needs the data in memory; use data.binarize=dynamic with data.stream")
+            else:
+                g = torch.Generator().manual_seed(_SPLIT_SEED)
+                p = part.x.float() / part.scale
+                part.x, part.scale = torch.bernoulli(p, generator=g).to(torch.uint8), 1.0
+
+    def check_unit_range(self) -> None:
+        """A Bernoulli likelihood is defined on [0, 1] only."""
+        for part in self.parts:
+            if isinstance(part, StreamPart):
+                part.check_unit_range = True
+            elif part.x.dtype != torch.uint8:
+                lo, hi = part.x.min().item(), part.x.max().item()
+                if lo < 0 or hi > 1:
+                    raise VaekitError(f"data {self.name!r}: values span [{lo:g}, {hi:g}], but a Bernoulli likelihood needs [0, 1]; "
+                                      "use model.likelihood=gaussian or rescale the data")
+
+
+def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
+    name = cfg.name
+    if cfg.stream and not name.endswith(".npy"):
+        raise VaekitError(f"data.stream: streaming reads a .npy file, not {name!r}")
+    if name == "digits":
+        with resources.files(__package__).joinpath("digits.npz").open("rb") as f, np.load(f) as z:
+            x, y = z["images"][:, None], z["labels"].astype(np.int64)
+        return _split(name, cfg, x, y, None, 16.0, "image", [str(i) for i in range(10)])
+    if name in ("mnist", "fashion-mnist"):
+        folder = fetch(name, cfg.data_dir, cfg.download, progress=progress)
+        xtr = read_idx(folder / "train-images-idx3-ubyte.gz", 3)[:, None]
+        ytr = read_idx(folder / "train-labels-idx1-ubyte.gz", 1).astype(np.int64)
+        xte = read_idx(folder / "t10k-images-idx3-ubyte.gz", 3)[:, None]
+        yte = read_idx(folder / "t10k-labels-idx1-ubyte.gz", 1).astype(np.int64)
+        return _split(name, cfg, xtr, ytr, (xte, yte), 255.0, "image", [str(i) for i in range(10)])
+    if name == "frey-face":
+        folder = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+        if not (folder / "frey-face" / "frey_faces.npz").exists():
+            folder = fetch(name, cfg.data_dir, cfg.download, progress=progress).parent
+        x = read_frey(folder / "frey-face")
+        return _split(name, cfg, x, None, None, 255.0, "image", None, likelihood="gaussian-learned")
+    path = Path(name)
+    if not path.exists():
+        raise VaekitError(f"data {name!r}: neither a built-in data set ({', '.join(NAMES)}) nor an existing file or folder")
+    classes = None
+    if path.is_dir():
+        x, y, classes = read_image_folder(path)
+    elif path.suffix == ".npy":
+        if cfg.stream:
+            return _split_stream(cfg, path)
+        x, y = read_npy(path, mmap=False), None
+    elif path.suffix == ".npz":
+        x, y = read_npz(path)
+    elif path.suffix == ".csv":
+        x, y = read_csv(path, cfg.label_column)
+    else:
+        raise VaekitError(f"{path}: unsupported data file; expected .npy, .npz, .csv or a folder of images")
+    x = _as_storable(x, path)
+    kind = "table" if x.ndim == 2 else "image"
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    return _split(name, cfg, x, y, None, scale, kind, classes, likelihood="gaussian" if kind == "table" else "bernoulli")
+
+
+def _as_storable(x: np.ndarray, path: Path) -> np.ndarray:
+    """uint8 stays uint8 (scaled per batch); everything else becomes finite float32."""
+    if len(x) == 0:
+        raise VaekitError(f"{path}: empty data set: no rows to train or evaluate on")
+    if x.dtype == np.uint8:
+        return x
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise VaekitError(f"{path}: dtype {x.dtype} is not real numbers")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise VaekitError(f"{path}: row {int(np.argwhere(bad)[0][0])} holds a value that is not finite (NaN or Inf)")
+    return x
+
+
+def _count(size: float, n: int, what: str) -> int:
+    k = int(size) if size >= 1 else round(size * n)
+    if k < 1 or k >= n:
+        raise VaekitError(f"data.{what}={size:g} leaves no rows on one side of a data set of {n} rows")
+    return k
+
+
+def _split(name, cfg, x, y, test, scale, kind, classes, likelihood="bernoulli") -> Dataset:
+    if len(x) == 0:
+        raise VaekitError(f"data {name!r}: empty data set: no rows to train or evaluate on")
+    x = torch.from_numpy(np.ascontiguousarray(x))
+    y = torch.from_numpy(np.asarray(y)) if y is not None else None
+    if test is None:  # no official test split: hold one out, by a fixed permutation
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(_SPLIT_SEED))
+        x, y = x[perm], (y[perm] if y is not None else None)
+        n_test = _count(cfg.test_size, len(x), "test_size")
+        xte, yte = x[-n_test:], (y[-n_test:] if y is not None else None)
+        x, y = x[:-n_test], (y[:-n_test] if y is not None else None)
+    else:
+        xte, yte = (torch.from_numpy(np.ascontiguousarray(a)) for a in test)
+    n_val = _count(cfg.val_size, len(x), "val_size")  # the tail of the training pool, as in the literature
+    parts = [MemoryPart(x[:-n_val], _cut(y, None, -n_val), scale),
+             MemoryPart(x[-n_val:], _cut(y, -n_val, None), scale),
+             MemoryPart(xte, yte, scale)]
+    return Dataset(name, *parts, kind=kind, classes=classes, likelihood=likelihood)
+
+
+def _cut(y, lo, hi):
+    return None if y is None else y[lo:hi]
+
+
+def _split_stream(cfg: DataConfig, path: Path) -> Dataset:
+    probe = StreamPart(path, 0, 1, 1.0)
+    n = int(np.load(path, mmap_mode="r").shape[0])
+    n_test = _count(cfg.test_size, n, "test_size")
+    n_val = _count(cfg.val_size, n - n_test, "val_size")
+    scale = 255.0 if probe.dtype == np.uint8 else 1.0
+    a, b = n - n_test - n_val, n - n_test
+    kind = "table" if len(probe.shape) == 1 else "image"
+    return Dataset(str(path), StreamPart(path, 0, a, scale), StreamPart(path, a, b, scale), StreamPart(path, b, n, scale),
+                   kind=kind, likelihood="gaussian" if kind == "table" else "bernoulli")
+
+
+__all__ = ["Dataset", "NAMES", "Part", "default_data_dir", "fetch", "load_dataset"]

@@ -1,0 +1,140 @@
+"""A split of a data set as rows that yield minibatches: in memory, or streamed from a .npy file.
+
+Rows stay in their stored dtype (uint8 images take a quarter of float32's memory)
+and become float in [0, 1] one batch at a time. Batches are drawn by indexing a
+tensor, not through a DataLoader: for in-memory tensors a per-example Python
+``__getitem__`` and collate costs more than the model does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import VaekitError
+
+Batch = tuple[torch.Tensor, torch.Tensor | None]  # x (B, *shape) float, y (B,) int64 or None
+
+
+class Part:
+    """Common ground of the in-memory and streamed splits."""
+
+    shape: tuple[int, ...]
+    dynamic_binarize: bool = False
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int, order: torch.Generator | None = None, start: int = 0,
+                noise: torch.Generator | None = None, device: torch.device | str = "cpu") -> Iterator[Batch]:
+        """Minibatches in a random order drawn from ``order`` (or in file order when None).
+
+        ``start`` skips that many batches (to resume mid-epoch). Under dynamic
+        binarization each batch is a fresh Bernoulli draw from ``noise``, which
+        must live on ``device``.
+        """
+        for x, y in self._batches(batch_size, order, start):
+            x = x.to(device, non_blocking=True)
+            x = x.float().mul_(1.0 / self.scale) if x.dtype == torch.uint8 else x.float()
+            if self.dynamic_binarize:
+                x = torch.bernoulli(x, generator=noise)
+            yield x, (y.to(device) if y is not None else None)
+
+    def n_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+
+class MemoryPart(Part):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, scale: float):
+        if len(x) == 0:
+            raise VaekitError("empty data set: no rows to train or evaluate on")
+        self.x, self.y, self.scale = x, y, scale
+        self.shape = tuple(x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def to(self, device: torch.device | str) -> "MemoryPart":
+        part = MemoryPart(self.x.to(device), self.y.to(device) if self.y is not None else None, self.scale)
+        part.dynamic_binarize = self.dynamic_binarize
+        return part
+
+    def _batches(self, batch_size, order, start):
+        n = len(self.x)
+        idx = torch.randperm(n, generator=order).to(self.x.device) if order is not None else None
+        for i in range(start * batch_size, n, batch_size):
+            if idx is None:
+                yield self.x[i:i + batch_size], None if self.y is None else self.y[i:i + batch_size]
+            else:
+                j = idx[i:i + batch_size]
+                yield self.x.index_select(0, j), None if self.y is None else self.y.index_select(0, j)
+
+
+class StreamPart(Part):
+    """Rows ``lo:hi`` of a C-order .npy file, read a chunk at a time with plain file reads.
+
+    Shuffling permutes the order of chunks and the rows within each chunk, so a
+    pass reads every byte once and resident memory stays at one chunk however
+    large the file is (a memory map would keep the touched pages resident).
+    """
+
+    def __init__(self, path: Path, lo: int, hi: int, scale: float, chunk_batches: int = 64):
+        self.path, self.lo, self.hi, self.scale, self.chunk_batches = Path(path), lo, hi, scale, chunk_batches
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            self.offset = f.tell()
+        if fortran:
+            raise VaekitError(f"{path}: stored in Fortran order; streaming needs a C-order .npy (np.ascontiguousarray)")
+        if len(shape) not in (2, 3) and not (len(shape) == 4 and shape[1] in (1, 3, 4)):
+            raise VaekitError(f"{path}: shape {shape}; streaming reads (N, D), (N, H, W) or (N, C, H, W) rows")
+        self.dtype = dtype
+        self.shape = tuple(shape[1:]) if len(shape) != 3 else (1, *shape[1:])
+        self.row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
+        self.y = None
+        self.check_unit_range = False
+        if hi <= lo:
+            raise VaekitError(f"{path}: empty data set: no rows to train or evaluate on")
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def _read(self, f, row: int, count: int) -> np.ndarray:
+        f.seek(self.offset + row * self.row_bytes)
+        buf = np.empty((count, *self.shape), dtype=self.dtype)
+        if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+            raise VaekitError(f"{self.path}: file ends before row {row + count}; truncated .npy")
+        if self.dtype != np.uint8:
+            flat = buf.reshape(count, -1)
+            bad = ~np.isfinite(flat)
+            if self.check_unit_range:
+                bad |= (flat < 0) | (flat > 1)
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                why = "outside [0, 1], which a Bernoulli likelihood needs" if self.check_unit_range else "not finite"
+                raise VaekitError(f"{self.path}, row {row + i}: value {flat[i, j]!r} is {why}")
+        return buf
+
+    def _batches(self, batch_size, order, start):
+        chunk = batch_size * self.chunk_batches
+        starts = torch.arange(self.lo, self.hi, chunk)
+        if order is not None:
+            starts = starts[torch.randperm(len(starts), generator=order)]
+        with open(self.path, "rb") as f:
+            b = 0
+            for c, c0 in enumerate(starts.tolist()):
+                count = min(chunk, self.hi - c0)
+                nb = -(-count // batch_size)
+                perm = torch.randperm(count, generator=order) if order is not None else None
+                if b + nb <= start:  # the whole chunk was already seen before the resume point
+                    b += nb
+                    continue
+                rows = torch.from_numpy(self._read(f, c0, count))
+                if perm is not None:
+                    rows = rows[perm]
+                for i in range(0, count, batch_size):
+                    if b >= start:
+                        yield rows[i:i + batch_size], None
+                    b += 1

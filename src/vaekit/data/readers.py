@@ -1,0 +1,172 @@
+"""Readers from files on disk to arrays of rows: (N, C, H, W) images or (N, D) tables.
+
+Each reader checks what it reads and raises a one-line VaekitError that names the
+file and what was expected; none of them scales or converts pixel values.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VaekitError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # labels, images
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file (gzipped or raw) of uint8 with ``ndim`` dimensions: 1 for labels, 3 for images."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise VaekitError(f"{path}: truncated or corrupt gzip file ({e}); delete it to download it again") from None
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read ({e.strerror or e})") from None
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise VaekitError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+    magic, *dims = struct.unpack(">" + "I" * (1 + ndim), raw[:header])
+    if magic != _IDX_MAGIC[ndim]:
+        raise VaekitError(f"{path}: IDX magic number is {magic:#010x}, expected {_IDX_MAGIC[ndim]:#010x}")
+    expected = header + math.prod(dims)
+    if len(raw) != expected:
+        raise VaekitError(f"{path}: {len(raw)} bytes, expected {expected} for an IDX array of shape {tuple(dims)}")
+    return np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header).reshape(dims)  # writable, for torch
+
+
+def read_frey(folder: Path) -> np.ndarray:
+    """Frey Face as (1965, 1, 28, 20) uint8, from frey_faces.npz if present, else the original .mat."""
+    npz = folder / "frey_faces.npz"
+    if npz.exists():
+        with _open_npz(npz) as z:
+            faces = z["faces"] if "faces" in z else None
+        if faces is None:
+            raise VaekitError(f"{npz}: no array named 'faces'")
+    else:
+        from scipy.io import loadmat
+
+        mat = folder / "frey_rawface.mat"
+        try:
+            ff = loadmat(mat)["ff"]
+        except (ValueError, KeyError, OSError) as e:
+            raise VaekitError(f"{mat}: not a Frey Face MAT-file with variable 'ff' ({e})") from None
+        faces = ff.T.reshape(-1, 28, 20)  # one column per image; rows are 28 high, 20 wide
+    return np.ascontiguousarray(faces, dtype=np.uint8)[:, None]
+
+
+def as_rows(a: np.ndarray, path: Path) -> np.ndarray:
+    """View an array as (N, D) table rows or (N, C, H, W) images."""
+    if a.ndim == 2:
+        return a
+    if a.ndim == 3:
+        return a[:, None]
+    if a.ndim == 4:
+        if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+            return np.moveaxis(a, -1, 1)  # (N, H, W, C) -> (N, C, H, W)
+        if a.shape[1] in (1, 3, 4):
+            return a
+        raise VaekitError(f"{path}: cannot tell the channel axis of shape {a.shape}; expected (N, H, W, C) or (N, C, H, W) with 1, 3 or 4 channels")
+    raise VaekitError(f"{path}: array of shape {a.shape} has rank {a.ndim}; expected (N, D), (N, H, W) or (N, H, W, C)")
+
+
+def _open_npz(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise VaekitError(f"{path}: not a readable .npz file ({e})") from None
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """x from key 'x', 'images', 'data' or the only array; labels from 'y' or 'labels' when present."""
+    with _open_npz(path) as z:
+        keys = list(z.keys())
+        xk = next((k for k in ("x", "images", "data", "faces") if k in keys), keys[0] if len(keys) == 1 else None)
+        if xk is None:
+            raise VaekitError(f"{path}: holds {keys}; expected an array named 'x' (and optionally 'y')")
+        try:
+            x = z[xk]
+            yk = next((k for k in ("y", "labels") if k in keys), None)
+            y = z[yk] if yk else None
+        except ValueError as e:  # object arrays need pickle, which we never load
+            raise VaekitError(f"{path}: {e}") from None
+    x = as_rows(x, path)
+    if y is not None and (y.ndim != 1 or len(y) != len(x)):
+        raise VaekitError(f"{path}: labels have shape {y.shape}, expected ({len(x)},)")
+    return x, y
+
+
+def read_npy(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise VaekitError(f"{path}: not a readable .npy file ({e})") from None
+    return as_rows(a, path)
+
+
+def read_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Images in a folder, or in one subfolder per class (the subfolder names become labels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir())
+    groups = [(d, i) for i, d in enumerate(subdirs)] if subdirs else [(path, None)]
+    images, labels = [], []
+    for folder, label in groups:
+        for f in sorted(folder.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+                    a = np.asarray(im)
+            except (UnidentifiedImageError, OSError) as e:
+                raise VaekitError(f"{f}: not a readable image ({e})") from None
+            if images and a.shape != images[0].shape:
+                raise VaekitError(f"{f}: image of shape {a.shape}, expected {images[0].shape} like the others")
+            images.append(a)
+            labels.append(label)
+    if not images:
+        raise VaekitError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    x = np.stack(images)
+    x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)
+    if subdirs:
+        return x, np.asarray(labels, dtype=np.int64), [d.name for d in subdirs]
+    return x, None, None
+
+
+def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A numeric table with a header row; every cell must be a finite number."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise VaekitError(f"{path}: cannot read CSV ({e})") from None
+    rows = [r for r in rows if r]
+    if len(rows) < 2:
+        raise VaekitError(f"{path}: expected a header row and at least one data row")
+    header, body = rows[0], rows[1:]
+    if label_column is not None and label_column not in header:
+        raise VaekitError(f"{path}: no column named {label_column!r} (columns: {', '.join(header)})")
+    values = np.empty((len(body), len(header)), dtype=np.float64)
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise VaekitError(f"{path}, line {i + 2}: {len(row)} cells, expected {len(header)}")
+        for j, cell in enumerate(row):
+            try:
+                v = float(cell)
+            except ValueError:
+                raise VaekitError(f"{path}, line {i + 2}, column {header[j]!r}: {cell!r} is not a number") from None
+            if not math.isfinite(v):
+                raise VaekitError(f"{path}, line {i + 2}, column {header[j]!r}: {cell!r} is not a finite number")
+            values[i, j] = v
+    if label_column is None:
+        return values.astype(np.float32), None
+    j = header.index(label_column)
+    return np.delete(values, j, axis=1).astype(np.float32), values[:, j].astype(np.int64)

@@ -1,0 +1,184 @@
+"""Distributions as objects: likelihoods p(x|z), the posterior q(z|x) and the prior p(z).
+
+Each wraps a ``torch.distributions`` object whose ``log_prob`` sums over the event
+dimensions (pixels, latent units), so the loss reads ``-p_x.log_prob(x) + β·KL``.
+Every ``sample`` takes an explicit ``generator`` so a seed makes a run repeat.
+Decoders emit raw parameters shaped (*batch, P, *event); a likelihood class turns
+them into a distribution, and ``P`` is its ``n_params``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributions as td
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Likelihood:
+    """p(x|z) for one decoder output; subclasses set ``n_params`` and build ``dist``."""
+
+    n_params: int = 1
+    dist: td.Independent
+
+    def __init__(self, params: torch.Tensor, event_ndim: int):
+        self.params, self.event_ndim = params, event_ndim
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) summed over the event: shape (*batch,)."""
+        return self.dist.log_prob(x)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.dist.mean
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Bernoulli(Likelihood):
+    """Pixels in {0, 1} (or [0, 1] intensities): −log p(x|z) is the summed binary cross-entropy."""
+
+    def __init__(self, params, event_ndim):
+        super().__init__(params, event_ndim)
+        self.logits = params.select(-event_ndim - 1, 0)
+        # validate_args off: [0, 1] intensities are a common, deliberate use of this likelihood
+        self.dist = td.Independent(td.Bernoulli(logits=self.logits, validate_args=False), event_ndim)
+
+    def log_prob(self, x):
+        # the same value as td.Bernoulli.log_prob, without its broadcast copy of both tensors
+        return -F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none").flatten(-self.event_ndim).sum(-1)
+
+    @property
+    def mean(self):
+        return torch.sigmoid(self.logits)
+
+    def sample(self, generator=None):
+        return torch.bernoulli(self.mean, generator=generator)
+
+
+class Gaussian(Likelihood):
+    """N(x; f(z), σ²) with a fixed σ; σ = 1 makes −log p = ½‖x − x̂‖² + const."""
+
+    def __init__(self, params, event_ndim, sigma: float = 1.0):
+        super().__init__(params, event_ndim)
+        self.loc, self.sigma = params.select(-event_ndim - 1, 0), sigma
+        self.dist = td.Independent(td.Normal(self.loc, sigma, validate_args=False), event_ndim)
+
+    def sample(self, generator=None):
+        return self.loc + self.sigma * torch.randn(self.loc.shape, generator=generator, device=self.loc.device)
+
+
+class GaussianLearned(Likelihood):
+    """N(x; μ(z), σ²(z)) with σ predicted per output as log σ² (the AEVB paper's Frey Face decoder)."""
+
+    n_params = 2
+    min_log_var = -9.0  # σ ≥ 0.011: below the 1/255 quantization step the density just spikes
+
+    def __init__(self, params, event_ndim):
+        super().__init__(params, event_ndim)
+        axis = -event_ndim - 1
+        self.loc = params.select(axis, 0)
+        self.log_var = params.select(axis, 1).clamp(min=self.min_log_var)
+        self.dist = td.Independent(td.Normal(self.loc, torch.exp(0.5 * self.log_var), validate_args=False), event_ndim)
+
+    def sample(self, generator=None):
+        return self.loc + torch.exp(0.5 * self.log_var) * torch.randn(self.loc.shape, generator=generator, device=self.loc.device)
+
+
+class Categorical256(Likelihood):
+    """Each pixel one of 256 levels; x in [0, 1] is read as level round(255·x)."""
+
+    n_params = 256
+
+    def __init__(self, params, event_ndim):
+        super().__init__(params, event_ndim)
+        self.logits = params.movedim(-event_ndim - 1, -1)  # (*batch, *event, 256)
+        self.dist = td.Independent(td.Categorical(logits=self.logits, validate_args=False), event_ndim)
+
+    @staticmethod
+    def levels(x: torch.Tensor) -> torch.Tensor:
+        return (x * 255).round().long()
+
+    def log_prob(self, x):
+        return self.dist.log_prob(self.levels(x))
+
+    @property
+    def mean(self):
+        p = torch.softmax(self.logits, -1)
+        return p @ torch.arange(256, dtype=p.dtype, device=p.device) / 255
+
+    def sample(self, generator=None):
+        p = torch.softmax(self.logits, -1).reshape(-1, 256)
+        return torch.multinomial(p, 1, generator=generator).reshape(self.logits.shape[:-1]).float() / 255
+
+
+LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "gaussian-learned": GaussianLearned, "categorical": Categorical256}
+
+
+def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) per latent unit: ½(σ² + μ² − 1 − log σ²)."""
+    return 0.5 * (log_var.exp() + mu.pow(2) - 1 - log_var)
+
+
+class DiagonalGaussian:
+    """q(z|x) = N(μ, diag σ²) from the encoder's (μ, log σ²)."""
+
+    def __init__(self, mu: torch.Tensor, log_var: torch.Tensor):
+        self.mu, self.log_var = mu, log_var
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.mu
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.log_var)
+
+    @property
+    def dist(self) -> td.Independent:
+        return td.Independent(td.Normal(self.mu, self.stddev, validate_args=False), 1)
+
+    def rsample(self, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = μ + σ ⊙ ε, ε ~ N(0, I): the reparameterization trick. Shape (n, *batch, k), or (*batch, k) when n is None."""
+        shape = self.mu.shape if n is None else (n, *self.mu.shape)
+        eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu + self.stddev * eps
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * ((z - self.mu).pow(2) / self.log_var.exp() + self.log_var + LOG_2PI).sum(-1)
+
+    def kl_per_unit(self) -> torch.Tensor:
+        return kl_standard_normal(self.mu, self.log_var)
+
+    def kl(self) -> torch.Tensor:
+        """KL(q ‖ N(0, I)) in closed form, summed over latent units: shape (*batch,)."""
+        return self.kl_per_unit().sum(-1)
+
+
+class PointMass:
+    """The deterministic code of a plain autoencoder, in the posterior's interface."""
+
+    def __init__(self, z: torch.Tensor):
+        self.z = z
+
+    mean = property(lambda self: self.z)
+    stddev = property(lambda self: torch.zeros_like(self.z))
+
+    def rsample(self, n=None, generator=None):
+        return self.z if n is None else self.z.expand(n, *self.z.shape)
+
+
+class StandardNormal:
+    """The prior p(z) = N(0, I) over k units."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        return torch.randn(n, self.k, generator=generator, device=device)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)

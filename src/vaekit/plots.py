@@ -1,0 +1,55 @@
+"""Pictures: image grids (Pillow) and training curves (matplotlib, Agg, imported only here)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import write_atomic
+
+
+def image_grid(x: torch.Tensor, nrow: int, pad: int = 2, upscale: int = 1) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> one uint8 image of ``nrow`` images per row, pad pixels apart, as (H', W') or (H', W', C)."""
+    x = x.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = x.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = x[i]
+    a = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if upscale > 1:
+        a = a.repeat(upscale, 0).repeat(upscale, 1)
+    return a[..., 0] if c == 1 else a
+
+
+def save_grid(x: torch.Tensor, path: Path, nrow: int, upscale: int | None = None) -> None:
+    """Save a grid PNG; small images are enlarged by whole pixels so 8×8 digits stay visible."""
+    from PIL import Image
+
+    h = x.shape[-2]
+    upscale = upscale or max(1, 64 // h)
+    img = Image.fromarray(image_grid(x, nrow, upscale=upscale))
+    write_atomic(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def save_curves(history: list[dict], path: Path) -> None:
+    """Total loss, reconstruction and KL per epoch, train and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), constrained_layout=True)
+    for ax, key, title in zip(axes, ("loss", "recon", "kl"), ("loss (−ELBO for a VAE)", "reconstruction", "KL")):
+        for split, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, [h[f"{split}_{key}"] for h in history], style, label=split)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per example")
+        ax.legend()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

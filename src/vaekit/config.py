@@ -29,6 +29,9 @@ class DataConfig:
     stream: bool = False  # read a .npy file in chunks from disk instead of loading it (flat memory)
     label_column: str | None = None  # CSV: the column holding labels, kept out of x
 
+    def __post_init__(self):
+        _check(self, "data", val_size=">0", test_size=">0")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -46,6 +49,12 @@ class ModelConfig:
     noise: float = 0.3  # DAE corruption level: σ of the Gaussian, or the fraction of pixels hit
     init_std: float | None = None  # weights from N(0, init_std²) as in the AEVB paper; None: PyTorch's default
     input_shape: tuple[int, ...] | None = None  # filled in from the data: (C, H, W) images, (D,) tables
+
+    def __post_init__(self):
+        _check(self, "model", latent_dim=">=1", hidden=">=1", channels=">=1", sigma=">0", beta=">=0",
+               mc_samples=">=1", noise=">=0", init_std=">0")
+        if self.net == "conv" and not self.channels:
+            raise VaekitError("model.channels: a conv net needs at least one layer of channels")
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,11 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = None  # torch.set_num_threads on CPU
     tensorboard: bool = True  # also log to TensorBoard when the optional extra is installed
+
+    def __post_init__(self):
+        _check(self, "train", lr=">0", batch_size=">=1", epochs=">=0", max_steps=">=1", weight_decay=">=0",
+               grad_clip=">0", kl_warmup_steps=">=0", early_stopping=">=1", checkpoint_every=">=1",
+               checkpoint_steps=">=1", threads=">=1")
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,17 @@ def load_config(path: str | Path) -> Config:
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from None
     return Config.from_dict(d, source=str(path))
+
+
+def _check(obj: Any, section: str, **bounds: str) -> None:
+    """Range checks, e.g. lr=">0": a value (or each value of a tuple) must hold; None passes."""
+    for name, bound in bounds.items():
+        value = getattr(obj, name)
+        op, limit = (bound[:2], float(bound[2:])) if bound[1] == "=" else (bound[:1], float(bound[1:]))
+        for v in value if isinstance(value, tuple) else (value,):
+            if v is not None and isinstance(v, (int, float)) and not (v >= limit if op == ">=" else v > limit):
+                what = "at least" if op == ">=" else "greater than"
+                raise VaekitError(f"{section}.{name}: expected a value {what} {limit:g}, got {v!r}")
 
 
 def _to_plain(v: Any) -> Any:

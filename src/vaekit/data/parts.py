@@ -95,10 +95,10 @@ class StreamPart(Part):
 
     def __init__(self, path: Path, lo: int, hi: int, scale: float, chunk_batches: int = 64):
         self.path, self.lo, self.hi, self.scale, self.chunk_batches = Path(path), lo, hi, scale, chunk_batches
-        with open(self.path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
-            self.offset = f.tell()
+        header = np.load(self.path, mmap_mode="r")  # reads the header only; rows are read below with plain reads
+        shape, dtype, self.offset = header.shape, header.dtype, header.offset
+        fortran = not header.flags.c_contiguous
+        del header
         if fortran:
             raise VaekitError(f"{path}: stored in Fortran order; streaming needs a C-order .npy (np.ascontiguousarray)")
         if len(shape) not in (2, 3) and not (len(shape) == 4 and shape[1] in (1, 3, 4)):
@@ -127,7 +127,7 @@ class StreamPart(Part):
             if bad.any():
                 i, j = np.argwhere(bad)[0]
                 why = "outside [0, 1], which a Bernoulli likelihood needs" if self.check_unit_range else "not finite"
-                raise VaekitError(f"{self.path}, row {row + i}: value {flat[i, j]!r} is {why}")
+                raise VaekitError(f"{self.path}, row {row + i}: value {float(flat[i, j])} is {why}")
         return buf
 
     def _batches(self, batch_size, order, start):

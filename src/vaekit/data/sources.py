@@ -122,6 +122,10 @@ def _download(rf: RemoteFile, folder: Path, mirrors: tuple[str, ...], progress: 
                         bar.update(len(chunk))
                 if bar:
                     bar.close()
+        except urllib.error.HTTPError as e:
+            errors.append(f"{url}: HTTP {e.code} {e.reason}")
+            tmp.unlink(missing_ok=True)
+            continue
         except (urllib.error.URLError, OSError, ValueError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             tmp.unlink(missing_ok=True)

@@ -1,0 +1,161 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit import Config, VaekitError, fit
+from vaekit.models import VAE
+
+TIMING = ("seconds", "samples_per_s")
+
+
+def small(out, **sets) -> Config:
+    base = {"train.epochs": 3, "train.batch_size": 64, "train.tensorboard": False, "train.kl_warmup_steps": 40,
+            "model.latent_dim": 4, "model.hidden": [64]}
+    base.update(sets)
+    return Config(out=str(out)).override([f"{k}={json.dumps(v)}" for k, v in base.items()])
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def untimed(history):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+def test_run_directory_and_metrics(tmp_path):
+    run = fit(small(tmp_path / "r"))
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"config.json", "model.safetensors", "trainer.pt", "metrics.jsonl", "summary.json",
+            "reconstructions.png", "samples.png", "curves.png"} <= names
+    lines = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3]
+    assert {"train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds", "samples_per_s"} <= set(lines[0])
+    for l in lines:
+        assert l["train_loss"] == pytest.approx(l["train_recon"] + l["kl_weight"] * l["train_kl"], rel=0.05)
+    assert lines[-1]["val_loss"] < lines[0]["val_loss"]
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["model"]["input_shape"] == [1, 8, 8] and cfg["model"]["likelihood"] == "bernoulli" and cfg["data"]["binarize"] == "dynamic"
+    # the loaded model is the trained one
+    model = vaekit.load(tmp_path / "r")
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(model.encode(x).mean, run.model.eval().encode(x).mean)
+    assert model.config == run.config
+
+
+def test_two_runs_with_one_seed_give_identical_metrics(tmp_path):
+    a, b = fit(small(tmp_path / "a")), fit(small(tmp_path / "b"))
+    assert untimed(a.history) == untimed(b.history) and a.test == b.test
+    assert same_weights(tmp_path / "a", tmp_path / "b")
+    c = fit(small(tmp_path / "c", **{"train.seed": 1}))
+    assert untimed(c.history) != untimed(a.history)
+
+
+def test_resume_after_max_steps_is_bit_identical(tmp_path):
+    full = fit(small(tmp_path / "full"))
+    part = fit(small(tmp_path / "part", **{"train.max_steps": 30}))  # mid-way through epoch 2
+    assert part.stopped == "max_steps" and len(part.history) == 1
+    resumed = fit(small(tmp_path / "part"), resume=True)
+    assert same_weights(tmp_path / "full", tmp_path / "part")
+    assert untimed(resumed.history) == untimed(full.history)
+
+
+def test_resume_after_an_interruption_is_bit_identical(tmp_path, monkeypatch):
+    fit(small(tmp_path / "full"))
+    calls = {"n": 0}
+    loss = VAE.loss
+
+    def interrupted(self, x, **kw):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 35:
+                raise KeyboardInterrupt
+        return loss(self, x, **kw)
+
+    monkeypatch.setattr(VAE, "loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(small(tmp_path / "part", **{"train.checkpoint_steps": 10}))
+    monkeypatch.setattr(VAE, "loss", loss)
+    state = torch.load(tmp_path / "part" / "trainer.pt", weights_only=True)
+    assert state["step"] == 30  # the last checkpoint before the interruption
+    fit(small(tmp_path / "part", **{"train.checkpoint_steps": 10}), resume=True)
+    assert same_weights(tmp_path / "full", tmp_path / "part")
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_the_config(tmp_path):
+    fit(small(tmp_path / "r", **{"train.epochs": 1}))
+    with pytest.raises(VaekitError, match="already holds a run; resume it with --resume"):
+        fit(small(tmp_path / "r", **{"train.epochs": 1}))
+    with pytest.raises(VaekitError, match="cannot resume with model.latent_dim=5; the run was made with 4"):
+        fit(small(tmp_path / "r", **{"model.latent_dim": 5}), resume=True)
+    run = fit(small(tmp_path / "r", **{"train.epochs": 2}), resume=True)  # more epochs is allowed
+    assert [h["epoch"] for h in run.history] == [1, 2]
+
+
+def test_nan_loss_is_reported_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    fit(small(tmp_path / "good", **{"train.max_steps": 15}))
+    calls = {"n": 0}
+    loss = VAE.loss
+
+    def poisoned(self, x, **kw):
+        out = loss(self, x, **kw)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] >= 18:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(VAE, "loss", poisoned)
+    with pytest.raises(VaekitError, match=r"loss became nan at step 18 \(epoch 1\).*last good checkpoint"):
+        fit(small(tmp_path / "bad", **{"train.checkpoint_steps": 5}))
+    assert torch.load(tmp_path / "bad" / "trainer.pt", weights_only=True)["step"] == 15
+    assert same_weights(tmp_path / "good", tmp_path / "bad")
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    run = fit(small(tmp_path / "r", **{"train.epochs": 40, "train.early_stopping": 1, "train.lr": 0.05}))
+    assert run.stopped == "early_stopping" and len(run.history) < 40
+    best = min(run.history, key=lambda h: h["val_loss"])
+    assert run.history[-1]["val_loss"] >= best["val_loss"]
+    assert vaekit.evaluate.mean_loss(run.model, vaekit.load_dataset(run.config.data).val)["loss"] != pytest.approx(run.history[-1]["val_loss"])
+
+
+@pytest.mark.parametrize("kind, optimizer", [("ae", "sgd"), ("dae", "adagrad"), ("vae", "adam")])
+def test_every_model_and_optimizer_trains(tmp_path, kind, optimizer):
+    lr = {"sgd": 0.01, "adagrad": 0.05, "adam": 0.003}[optimizer]
+    run = fit(small(tmp_path / kind, **{"model.kind": kind, "train.optimizer": optimizer, "train.lr": lr,
+                                         "train.weight_decay": 1e-4, "train.grad_clip": 10.0}))
+    assert run.history[-1]["val_loss"] < run.history[0]["val_loss"]
+    assert ("samples.png" in {p.name for p in (tmp_path / kind).iterdir()}) == (kind == "vae")
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    fit(small(tmp_path / "a", **{"train.epochs": 1}))
+    fit(small(tmp_path / "b", **{"train.epochs": 1, "model.hidden": [32]}))
+    (tmp_path / "b" / "model.safetensors").write_bytes((tmp_path / "a" / "model.safetensors").read_bytes())
+    with pytest.raises(VaekitError, match=r"model.safetensors: tensor 'encoder.net.0.weight' has shape \(64, 64\), the architecture in config.json needs \(32, 64\)"):
+        vaekit.load(tmp_path / "b")
+
+
+def test_a_pickle_is_never_loaded(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    with pytest.raises(VaekitError, match="model.pt: a pickle .* unpickling can run arbitrary code"):
+        vaekit.load(tmp_path / "model.pt")
+    with pytest.raises(VaekitError, match="no such run directory"):
+        vaekit.load(tmp_path / "missing")
+
+
+def test_conv_gaussian_on_a_table_is_a_clear_error(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n" + "\n".join(f"{i},{i * 2}" for i in range(20)) + "\n")
+    with pytest.raises(VaekitError, match="model.net=conv needs image data"):
+        fit(small(tmp_path / "r", **{"data.name": str(tmp_path / "t.csv"), "model.net": "conv"}))
+    run = fit(small(tmp_path / "r2", **{"data.name": str(tmp_path / "t.csv"), "train.epochs": 2}))
+    assert run.config.model.likelihood == "gaussian" and run.config.data.binarize == "none"

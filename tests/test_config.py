@@ -20,7 +20,7 @@ def test_toml_and_json_files(tmp_path):
 
 
 @pytest.mark.parametrize("d, message", [
-    ({"model": {"latnt_dim": 3}}, "unknown config key 'latnt_dim'"),
+    ({"model": {"latnt_dim": 3}}, "config: unknown config key 'model.latnt_dim'"),
     ({"model": {"latent_dim": "3"}}, "model.latent_dim: expected an integer, got '3'"),
     ({"model": {"activation": "gelu"}}, "model.activation: expected one of"),
     ({"train": {"tensorboard": 1}}, "train.tensorboard: expected true or false"),

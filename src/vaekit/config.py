@@ -11,7 +11,7 @@ import json
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,27 +154,28 @@ def _to_plain(v: Any) -> Any:
     return v
 
 
-def _build(cls: type, d: Any, where: str) -> Any:
+def _build(cls: type, d: Any, source: str, prefix: str = "") -> Any:
+    """``cls`` from a dict; errors read "<source>: <prefix><key>: what was expected"."""
     if not isinstance(d, dict):
-        raise VaekitError(f"{where}: expected a table of keys, got {type(d).__name__}")
+        raise VaekitError(f"{source}: {prefix.rstrip('.') or 'config'}: expected a table of keys, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise VaekitError(f"{where}: unknown config key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{where}: {k}" if cls is Config else f"{where}.{k}") for k, v in d.items()}
-    return cls(**kwargs)
+        raise VaekitError(f"{source}: unknown config key {prefix + unknown[0]!r} (known in this section: {', '.join(sorted(names))})")
+    return cls(**{k: _coerce(v, hints[k], source, prefix + k) for k, v in d.items()})
 
 
-def _coerce(v: Any, tp: Any, where: str) -> Any:
+def _coerce(v: Any, tp: Any, source: str, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    where = f"{source}: {key}"
     if dataclasses.is_dataclass(tp):
-        return _build(tp, v, where.split(": ")[-1])
+        return _build(tp, v, source, key + ".")
     if origin in (typing.Union, types.UnionType):
         if v is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(v, inner[0], where)
+        return _coerce(v, inner[0], source, key)
     if origin is Literal:
         if v not in args:
             raise VaekitError(f"{where}: expected one of {', '.join(map(repr, args))}, got {v!r}")
@@ -182,7 +183,7 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
     if origin is tuple:
         if not isinstance(v, (list, tuple)):
             raise VaekitError(f"{where}: expected a list of {args[0].__name__}, got {v!r}")
-        return tuple(_coerce(x, args[0], where) for x in v)
+        return tuple(_coerce(x, args[0], source, key) for x in v)
     if tp is bool:
         if not isinstance(v, bool):
             raise VaekitError(f"{where}: expected true or false, got {v!r}")
@@ -202,4 +203,4 @@ def _coerce(v: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r}")  # a programming error, not user input
 
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config", "replace"]
+__all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config"]

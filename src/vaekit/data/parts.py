@@ -137,7 +137,7 @@ class StreamPart(Part):
             starts = starts[torch.randperm(len(starts), generator=order)]
         with open(self.path, "rb") as f:
             b = 0
-            for c, c0 in enumerate(starts.tolist()):
+            for c0 in starts.tolist():
                 count = min(chunk, self.hi - c0)
                 nb = -(-count // batch_size)
                 perm = torch.randperm(count, generator=order) if order is not None else None

@@ -12,7 +12,7 @@ def linear_gaussian(D=6, k=3, sigma=0.5, seed=0):
     """A VAE whose decoder is x = Wz + b + σ·noise with orthogonal columns in W, so the exact posterior is diagonal."""
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(D, k, generator=g))
-    W = q * torch.tensor([2.0, 1.0, 0.5])[:k]
+    W = q * torch.linspace(2.0, 0.5, k)
     b = torch.randn(D, generator=g)
     model = build(ModelConfig(hidden=(), latent_dim=k, likelihood="gaussian", sigma=sigma, input_shape=(D,), mc_samples=4000))
     with torch.no_grad():

@@ -41,6 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+    e = sub.add_parser("eval", help="ELBO, importance-sampled log p(x), active units and baselines of a trained run")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--k", type=int, default=5000, help="importance samples per example (Burda et al.: 5000)")
+    e.add_argument("--k-naive", type=int, help="prior samples for the naive estimator (default: --k)")
+    e.add_argument("--subset", type=int, help="evaluate the first N examples only, for a quick look")
+    e.add_argument("--data", help="evaluate on other data of the same shape (a name or path)")
+    e.add_argument("--data-dir", help="where named data sets are kept")
+    e.add_argument("--seed", type=int, default=7919)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--no-baselines", action="store_true", help="skip the PCA and linear-probe baselines")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_eval)
     args = parser.parse_args(argv)
     from .errors import VaekitError
 
@@ -82,6 +95,56 @@ def _train(args) -> int:
     if run.test:
         print(f"test loss {run.test['loss']:.2f} nats/example (reconstruction {run.test['recon']:.2f}, KL {run.test['kl']:.2f})")
     return 0
+
+
+def _eval(args) -> int:
+    from dataclasses import replace
+
+    from . import checkpoint
+    from .evaluate import evaluate
+    from .train import choose_device, prepare
+
+    device = choose_device(args.device)
+    model = checkpoint.load(args.run, device)
+    cfg = model.config
+    data = replace(cfg.data, **{k: v for k, v in (("name", args.data), ("data_dir", args.data_dir)) if v is not None})
+    if args.data is not None:
+        data = replace(data, binarize="auto")
+    _, dataset = prepare(replace(cfg, data=data), not args.no_progress)
+    report = evaluate(model, dataset, split=args.split, k=args.k, k_naive=args.k_naive, subset=args.subset, seed=args.seed,
+                      baselines=not args.no_baselines, progress=not args.no_progress, device=device)
+    checkpoint.write_text(Path(args.run) / "eval.json", json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
+    return 0
+
+
+def format_report(r: dict) -> str:
+    """The evaluation as a small plain-text table."""
+    lines = [f"{r['split']} split, {r['n']} examples, {r['dims']} dimensions; nats per example (± standard error)"]
+
+    def row(name, key, bits=None):
+        if key in r:
+            se = r.get(key + "_se")
+            lines.append(f"  {name:<34} {r[key]:>10.2f}" + (f" ± {se:.2f}" if se is not None else "") +
+                         (f"   ({r[bits]:.4f} bits/dim)" if bits and bits in r else ""))
+
+    row("ELBO", "elbo", "elbo_bits_per_dim")
+    row("  reconstruction −E_q[log p(x|z)]", "recon")
+    row("  KL(q(z|x) ‖ p(z))", "kl")
+    row(f"log p(x), importance sampled K={r.get('k')}", "log_px", "log_px_bits_per_dim")
+    row(f"log p(x), naive from prior K={r.get('k_naive')}", "log_px_naive")
+    row("squared error per example", "squared_error")
+    row("binary cross-entropy per example", "bce")
+    if "active_units" in r:
+        lines.append(f"  active units                       {r['active_units']:>10d} of {r['latent_dim']}")
+    b = r.get("baselines")
+    if b:
+        lines.append(f"  MSE per pixel: model {r['mse_per_pixel']:.4f}, PCA at the same size {b['pca_mse_per_pixel']:.4f}")
+        if "probe_accuracy_encoder" in b:
+            lines.append(f"  linear probe accuracy: encoder means {b['probe_accuracy_encoder']:.3f}, PCA {b['probe_accuracy_pca']:.3f}")
+    if "warning" in r:
+        lines.append("warning: " + r["warning"])
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
     with torch.random.fork_rng(devices=[]):  # the seed fixes initialization without touching the caller's RNG
         torch.manual_seed(tc.seed)
         model = build(config.model)
+    model.config = config
     model.to(device)
     opt = make_optimizer(model.parameters(), tc)
     noise = torch.Generator(device).manual_seed(tc.seed)

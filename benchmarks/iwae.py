@@ -30,7 +30,7 @@ from throughput import matmul_gflops  # noqa: E402
 def reference(model, x: torch.Tensor, k: int) -> torch.Tensor:
     out = torch.empty(len(x))
     for i, xi in enumerate(x.flatten(1)):
-        h = model.encoder(xi[None])
+        h = model.encoder.net(xi[None])
         mu, log_var = h.chunk(2, -1)
         std = torch.exp(0.5 * log_var)
         eps = torch.randn(k, mu.shape[-1])
@@ -44,7 +44,7 @@ def reference(model, x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ours(model, x: torch.Tensor, k: int, batch: int = 100) -> torch.Tensor:
+def ours(model, x: torch.Tensor, k: int, batch: int = 10) -> torch.Tensor:
     out = torch.empty(len(x))
     g = torch.Generator().manual_seed(0)
     for i in range(0, len(x), batch):

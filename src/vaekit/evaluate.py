@@ -138,6 +138,7 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
     rows = {name: torch.empty(n, dtype=torch.float64) for name in
             (("recon", "kl", "iwae", "naive") if is_vae else ("recon",))}  # preallocated: no per-batch tensor lists
     means, se_sq, bce = [], torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+    kl_unit_sum = 0.0
     bar = _bar(progress, n)
     for i in range(0, n, batch_size):
         xb = x[i:i + batch_size]
@@ -150,6 +151,7 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
             z = q_z.rsample(generator=g)
             rows["recon"][i:i + len(xb)] = -model.decode(z).log_prob(xb).double()
             rows["kl"][i:i + len(xb)] = q_z.kl().double()
+            kl_unit_sum = kl_unit_sum + q_z.kl_per_unit().double().sum(0)
             rows["iwae"][i:i + len(xb)] = log_likelihood(model, xb, k, g).double()
             rows["naive"][i:i + len(xb)] = naive_log_likelihood(model, xb, k_naive, g).double()
         else:
@@ -172,7 +174,7 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
         report["log_px"], report["log_px_se"] = _mean_se(rows["iwae"])
         report["log_px_naive"], report["log_px_naive_se"] = _mean_se(rows["naive"])
         report.update(k=k, k_naive=k_naive, elbo_bits_per_dim=-report["elbo"] * bits, log_px_bits_per_dim=-report["log_px"] * bits)
-        kl_units = model.encode(x[:min(n, 10000)]).kl_per_unit().mean(0) if n else torch.zeros(0)
+        kl_units = kl_unit_sum / n
         variance = mu.var(0, unbiased=True) if n > 1 else torch.zeros(mu.shape[1])
         active = variance > ACTIVE_THRESHOLD
         report.update(kl_per_unit=kl_units.tolist(), mean_variance_per_unit=variance.tolist(),

@@ -20,6 +20,12 @@ def test_eval_writes_eval_json_and_prints_a_table(run_dir, capsys):
     assert r["n"] == 50 and r["k"] == 100 and r["log_px"] > r["elbo"]
 
 
+def test_eval_shows_progress_over_the_images(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--k", "20", "--subset", "30", "--no-baselines"]) == 0
+    err = capsys.readouterr().err
+    assert "evaluating" in err and "30/30" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--k", "0"], "k=0: the number of importance samples must be a positive integer"),
     (["--data", "mnist"], "has rows of shape (1, 28, 28), but the model takes (1, 8, 8)"),

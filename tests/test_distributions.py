@@ -39,6 +39,25 @@ def test_bernoulli_log_prob_is_negative_bce():
     assert torch.allclose(lik.mean, p)
 
 
+def test_bernoulli_in_place_log_prob_matches_and_falls_back_where_exp_overflows():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 3, 1, 28, 28, generator=g) * 8  # logits of ±30 occur in trained decoders
+    x = (torch.rand(3, 28, 28, generator=g) < 0.3).float()
+    expected = torch.distributions.Bernoulli(logits=logits[:, :, 0].double()).log_prob(x.double()).sum((-2, -1))
+    with torch.no_grad():
+        fast = Bernoulli(logits.clone(), event_ndim=2).log_prob_(x)
+        huge = logits.clone()
+        huge[0, 0, 0, 0, 0] = 200.0  # e^200 overflows float32: the exact path must take over
+        exact = Bernoulli(huge.clone(), event_ndim=2).log_prob_(x)
+    assert fast.shape == (50, 3)
+    assert torch.allclose(fast.double(), expected, atol=1e-3, rtol=1e-6)
+    assert torch.isfinite(exact).all()
+    assert torch.allclose(exact, Bernoulli(huge, event_ndim=2).log_prob(x))
+    logits.requires_grad_(True)  # with gradients on, nothing is overwritten and autograd sees softplus
+    Bernoulli(logits, event_ndim=2).log_prob_(x).sum().backward()
+    assert torch.allclose(logits.grad[:, :, 0], x - torch.sigmoid(logits.detach()[:, :, 0]), atol=1e-6)
+
+
 def test_gaussian_fixed_sigma_log_prob():
     loc, x, sigma = torch.randn(5, 1, 7), torch.randn(5, 7), 0.3
     expected = (-((x - loc[:, 0]) ** 2) / (2 * sigma**2) - 0.5 * math.log(2 * math.pi * sigma**2)).sum(1)

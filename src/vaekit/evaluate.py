@@ -69,7 +69,7 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch.Gener
     def log_w():
         for c in _chunks(k, len(x)):
             z = q_z.rsample(c, generator)  # (c, B, k_z)
-            yield model.decode(z).log_prob(x) + model.prior.log_prob(z) - q_z.log_prob(z)
+            yield model.decode(z).log_prob_(x) + model.prior.log_prob(z) - q_z.log_prob(z)
 
     return _log_mean_exp_over_samples(log_w(), k)
 
@@ -83,7 +83,7 @@ def naive_log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch
     def log_w():
         for c in _chunks(k, len(x)):
             z = model.prior.sample(c * len(x), generator, x.device).view(c, len(x), -1)
-            yield model.decode(z).log_prob(x)
+            yield model.decode(z).log_prob_(x)
 
     return _log_mean_exp_over_samples(log_w(), k)
 

@@ -15,6 +15,27 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def _train(out: Path, **sets):
+    import json
+
+    from vaekit import Config, fit
+
+    return fit(Config(out=str(out)).override([f"{k}={json.dumps(v)}" for k, v in {"train.tensorboard": False, **sets}.items()]))
+
+
+@pytest.fixture(scope="session")
+def mnist_run(shared_data, tmp_path_factory):
+    """The foundation's acceptance model: 10 epochs of the 784-400-20 MLP VAE on dynamically binarized MNIST."""
+    return _train(tmp_path_factory.mktemp("runs") / "mnist-vae", **{"data.name": "mnist", "data.data_dir": str(shared_data),
+                                                                    "data.download": False})
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A small VAE on the embedded digits, trained once for the explore and report tests."""
+    return _train(tmp_path_factory.mktemp("runs") / "digits-vae", **{"train.epochs": 30, "model.latent_dim": 4})
+
+
 @pytest.fixture
 def http_root(tmp_path):
     """A loopback HTTP server over a folder: (folder, base URL)."""

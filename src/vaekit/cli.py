@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--no-baselines", action="store_true", help="skip the PCA and linear-probe baselines")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_eval)
+    _explore_parsers(sub)
     args = parser.parse_args(argv)
     from .errors import VaekitError
 
@@ -114,37 +115,232 @@ def _eval(args) -> int:
     report = evaluate(model, dataset, split=args.split, k=args.k, k_naive=args.k_naive, subset=args.subset, seed=args.seed,
                       baselines=not args.no_baselines, progress=not args.no_progress, device=device)
     checkpoint.write_text(Path(args.run) / "eval.json", json.dumps(report, indent=2) + "\n")
-    print(format_report(report))
+    from .report import format_evaluation
+
+    print(format_evaluation(report))
     return 0
 
 
-def format_report(r: dict) -> str:
-    """The evaluation as a small plain-text table."""
-    lines = [f"{r['split']} split, {r['n']} examples, {r['dims']} dimensions; nats per example (± standard error)"]
+def _explore_parsers(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("run", help="run directory")
+    common.add_argument("--out", help="folder for the picture (default: the run directory)")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--device", default="auto")
 
-    def row(name, key, bits=None):
-        if key in r:
-            se = r.get(key + "_se")
-            lines.append(f"  {name:<34} {r[key]:>10.2f}" + (f" ± {se:.2f}" if se is not None else "") +
-                         (f"   ({r[bits]:.4f} bits/dim)" if bits and bits in r else ""))
+    def add(name, help_, func):
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
 
-    row("ELBO", "elbo", "elbo_bits_per_dim")
-    row("  reconstruction −E_q[log p(x|z)]", "recon")
-    row("  KL(q(z|x) ‖ p(z))", "kl")
-    row(f"log p(x), importance sampled K={r.get('k')}", "log_px", "log_px_bits_per_dim")
-    row(f"log p(x), naive from prior K={r.get('k_naive')}", "log_px_naive")
-    row("squared error per example", "squared_error")
-    row("binary cross-entropy per example", "bce")
-    if "active_units" in r:
-        lines.append(f"  active units                       {r['active_units']:>10d} of {r['latent_dim']}")
-    b = r.get("baselines")
-    if b:
-        lines.append(f"  MSE per pixel: model {r['mse_per_pixel']:.4f}, PCA at the same size {b['pca_mse_per_pixel']:.4f}")
-        if "probe_accuracy_encoder" in b:
-            lines.append(f"  linear probe accuracy: encoder means {b['probe_accuracy_encoder']:.3f}, PCA {b['probe_accuracy_pca']:.3f}")
-    if "warning" in r:
-        lines.append("warning: " + r["warning"])
-    return "\n".join(lines)
+    p = add("sample", "a grid of decoded prior samples", _sample)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T² I)")
+    p = add("reconstruct", "test images above their reconstructions", _reconstruct)
+    p.add_argument("--n", type=int, default=8)
+    p = add("denoise", "corrupted, denoised and clean test images", _denoise)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--corruption", choices=("gaussian", "mask", "salt-pepper"), help="default: the DAE's own, else mask")
+    p.add_argument("--noise", type=float, help="corruption level (default: the DAE's own, else 0.25)")
+    p = add("impute", "fill in missing pixels of test images; error against mean imputation", _impute)
+    p.add_argument("--mask", default="bottom", help="left, right, top, bottom, random, or a .npy/.png file (nonzero = missing)")
+    p.add_argument("--fraction", type=float, default=0.5, help="share of pixels missing for --mask random")
+    p.add_argument("--method", default="pseudo-gibbs", choices=("pseudo-gibbs", "metropolis"))
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--n", type=int, default=500, help="test images to measure the error on (the picture shows 8)")
+    p = add("interpolate", "decode the way between two test images' codes, linear and spherical", _interpolate)
+    p.add_argument("--pair", type=int, nargs=2, action="append", metavar=("I", "J"), help="test indices (repeatable)")
+    p.add_argument("--files", nargs=2, metavar=("A", "B"), help="two image files instead")
+    p.add_argument("--steps", type=int, default=10)
+    p = add("traverse", "sweep each latent unit around an input's code", _traverse)
+    p.add_argument("--index", type=int, default=0, help="test image whose code the sweep starts from")
+    p.add_argument("--units", help="comma-separated units (default: the --top most active)")
+    p.add_argument("--top", type=int, default=8)
+    p.add_argument("--span", type=float, default=3.0)
+    p.add_argument("--steps", type=int, default=9)
+    p = add("manifold", "decode an inverse-CDF grid over two latent units (Kingma & Welling, Figure 4)", _manifold)
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--units", help="two units, e.g. 0,1 (default: 0,1 for a 2-D code, else the two most active)")
+    p = add("embed", "scatter of posterior means coloured by label", _embed)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--method", default="pca", choices=("pca", "tsne"))
+    p.add_argument("--compare", help="a second run (e.g. an autoencoder) drawn beside this one")
+    add("report", "draw every picture and write report.html", _report)
+
+
+def _open(args):
+    """(model, dataset, output folder) for an explore command."""
+    from . import checkpoint
+    from .train import choose_device, prepare
+
+    model = checkpoint.load(args.run, choose_device(args.device))
+    _, dataset = prepare(model.config)
+    out = Path(args.out or args.run)
+    out.mkdir(parents=True, exist_ok=True)
+    return model, dataset, out
+
+
+def _images(model, dataset, n, seed):
+    from .errors import VaekitError
+    from .report import first_test_rows
+
+    if dataset.kind != "image":
+        raise VaekitError(f"data {dataset.name!r} is not images; this command draws pictures of images")
+    return first_test_rows(dataset, n, seed, next(model.parameters()).device)
+
+
+def _wrote(info: dict) -> int:
+    print(f"wrote {info.pop('path')}" + "".join(f"; {k} {v:.4f}" if isinstance(v, float) else "" for k, v in info.items()))
+    return 0
+
+
+def _sample(args) -> int:
+    from .report import draw_samples
+
+    model, _, out = _open(args)
+    return _wrote(draw_samples(model, out / "samples.png", args.n, args.temperature, args.seed))
+
+
+def _reconstruct(args) -> int:
+    from .report import draw_reconstructions
+
+    model, dataset, out = _open(args)
+    return _wrote(draw_reconstructions(model, _images(model, dataset, args.n, args.seed)[0], out / "reconstructions.png"))
+
+
+def _denoise(args) -> int:
+    from .report import draw_denoise
+
+    model, dataset, out = _open(args)
+    x, _ = _images(model, dataset, args.n, args.seed)
+    return _wrote(draw_denoise(model, x, out / "denoise.png", args.corruption, args.noise, args.seed))
+
+
+def _impute(args) -> int:
+    from .explore import MASKS, make_mask
+    from .report import draw_impute
+
+    model, dataset, out = _open(args)
+    x, _ = _images(model, dataset, args.n, args.seed)
+    shape = tuple(x.shape[1:])
+    if args.mask in MASKS:
+        missing = make_mask(args.mask, shape, len(x), args.fraction, _generator(args.seed))
+        name = args.mask
+    else:
+        missing, name = _mask_file(Path(args.mask), shape), Path(args.mask).stem
+    train_x, _ = _images_of(dataset.train, model, args.seed)
+    info = draw_impute(model, x, missing, out / f"impute-{name}.png", train_x.mean(0), args.steps, args.method, args.seed)
+    print(f"imputation MSE over missing pixels: model {info['mse_model']:.4f}, mean imputation {info['mse_mean_imputation']:.4f}"
+          + (f"; acceptance rate {info['acceptance_rate']:.2f}" if info["acceptance_rate"] is not None else ""))
+    print(f"wrote {info['path']}")
+    return 0
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def _images_of(part, model, seed, n: int = 10000):
+    from .evaluate import materialize
+
+    return materialize(part, n, next(model.parameters()).device, seed)
+
+
+def _mask_file(path: Path, shape: tuple[int, ...]):
+    import numpy as np
+    import torch
+
+    from .data.readers import read_image
+    from .errors import VaekitError
+
+    if not path.exists():
+        raise VaekitError(f"--mask {path}: no such file, and not one of left, right, top, bottom, random")
+    a = np.load(path) if path.suffix == ".npy" else read_image(path)
+    m = torch.from_numpy(np.asarray(a)) != 0
+    if m.shape not in (shape, shape[-2:]):
+        raise VaekitError(f"--mask {path}: shape {tuple(m.shape)}, expected {shape[-2:]} or {shape}")
+    return m.expand(shape)
+
+
+def _interpolate(args) -> int:
+    import numpy as np
+    import torch
+
+    from .data.readers import read_image
+    from .errors import VaekitError
+    from .report import draw_interpolations
+
+    model, dataset, out = _open(args)
+    shape = tuple(model.config.model.input_shape)
+    if args.files:
+        device = next(model.parameters()).device
+        a, b = (torch.from_numpy(np.asarray(read_image(Path(f), shape[-2:], shape[0]), dtype=np.float32) / 255).reshape(shape).to(device)
+                for f in args.files)
+        pairs = [(a, b)]
+    else:
+        wanted = args.pair or [[0, 1], [2, 3], [4, 5]]
+        x, _ = _images(model, dataset, max(max(p) for p in wanted) + 1, args.seed)
+        bad = [i for p in wanted for i in p if not 0 <= i < len(x)]
+        if bad:
+            raise VaekitError(f"--pair: test index {bad[0]} is out of range (the test split has {len(x)} images)")
+        pairs = [(x[i], x[j]) for i, j in wanted]
+    return _wrote(draw_interpolations(model, pairs, out / "interpolations.png", args.steps))
+
+
+def _units(text: str | None, flag: str) -> list[int] | None:
+    from .errors import VaekitError
+
+    if text is None:
+        return None
+    try:
+        return [int(u) for u in text.split(",")]
+    except ValueError:
+        raise VaekitError(f"{flag} {text!r}: expected comma-separated unit numbers such as 0,1") from None
+
+
+def _traverse(args) -> int:
+    from .explore import most_active_units
+    from .report import draw_traverse
+
+    model, dataset, out = _open(args)
+    x, _ = _images(model, dataset, max(500, args.index + 1), args.seed)
+    units = _units(args.units, "--units") or most_active_units(model, x, args.top)
+    return _wrote(draw_traverse(model, x[args.index], out / "traverse.png", units, args.span, args.steps))
+
+
+def _manifold(args) -> int:
+    from .errors import VaekitError
+    from .explore import most_active_units
+    from .report import draw_manifold
+
+    model, dataset, out = _open(args)
+    units = _units(args.units, "--units")
+    if units is None:
+        units = [0, 1] if getattr(model, "prior", None) is not None and model.prior.k == 2 else \
+            most_active_units(model, _images(model, dataset, 500, args.seed)[0], 2)
+    if len(units) != 2:
+        raise VaekitError(f"--units {args.units!r}: the manifold needs exactly two units")
+    return _wrote(draw_manifold(model, out / "manifold.png", args.n, tuple(units)))
+
+
+def _embed(args) -> int:
+    from . import checkpoint
+    from .report import draw_embed
+
+    model, dataset, out = _open(args)
+    x, y = _images_of(dataset.test, model, args.seed, args.n)
+    compare = checkpoint.load(args.compare, next(model.parameters()).device) if args.compare else None
+    return _wrote(draw_embed(model, x, y, out / "embedding.png", args.method, compare, dataset.classes, args.seed))
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    model, dataset, out = _open(args)
+    print(f"wrote {write_report(args.run, model, dataset, args.seed, out)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -53,3 +53,26 @@ def save_curves(history: list[dict], path: Path) -> None:
         ax.legend()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+
+
+def save_scatter(panels: list[tuple[np.ndarray, np.ndarray | None, str]], path: Path, classes: list[str] | None = None) -> None:
+    """Side-by-side scatter plots of 2-D points, coloured by label when there are labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), constrained_layout=True, squeeze=False)
+    for ax, (points, labels, title) in zip(axes[0], panels):
+        if labels is None:
+            ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6)
+        else:
+            few = int(labels.max()) < 10  # a qualitative palette while it has a colour per class
+            sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10" if few else "viridis", s=4, alpha=0.7,
+                            vmin=-0.5 if few else None, vmax=9.5 if few else None)
+            cbar = fig.colorbar(sc, ax=ax, ticks=sorted(set(labels.tolist())))
+            if classes:
+                cbar.ax.set_yticklabels([classes[i] for i in sorted(set(labels.tolist()))])
+        ax.set_title(title)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

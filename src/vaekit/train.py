@@ -21,7 +21,7 @@ from .config import Config
 from .data import Dataset, MemoryPart, load_dataset
 from .errors import VaekitError
 from .evaluate import mean_loss
-from .models import VAE, build
+from .models import build
 from .objectives import kl_warmup
 
 # Keys of a run's config that may change when it is resumed; anything else would make it another run.
@@ -200,12 +200,9 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
     run.test = mean_loss(model, dataset.test, device=device)
     ckpt.write_text(out / "summary.json", json.dumps({"stopped": run.stopped, "epochs": s["epoch"], "steps": s["step"],
                                                       **{f"test_{k}": v for k, v in run.test.items()}}, indent=2) + "\n")
-    if dataset.kind == "image":
-        _pictures(model, dataset, out, device, tc.seed)
-    if run.history:
-        from .plots import save_curves
+    from .report import write_report
 
-        save_curves(run.history, out / "curves.png")
+    write_report(out, model, dataset, tc.seed)
     return run
 
 
@@ -248,14 +245,3 @@ def _tensorboard(out: Path):
     except ImportError:  # the optional extra is not installed: metrics.jsonl alone
         return None
     return SummaryWriter(str(out / "tensorboard"))
-
-
-@torch.no_grad()
-def _pictures(model, dataset: Dataset, out: Path, device, seed: int) -> None:
-    from .plots import save_grid
-
-    g = torch.Generator(device).manual_seed(seed)
-    x, _ = next(dataset.test.batches(8, noise=g, device=device))
-    save_grid(torch.cat([x, model.reconstruct(x)]), out / "reconstructions.png", nrow=len(x))
-    if isinstance(model, VAE):
-        save_grid(model.sample(64, generator=g), out / "samples.png", nrow=8)

@@ -111,10 +111,24 @@ def read_npy(path: Path, mmap: bool) -> np.ndarray:
     return as_rows(a, path)
 
 
-def read_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """Images in a folder, or in one subfolder per class (the subfolder names become labels)."""
+def read_image(path: Path, size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
+    """One image file as uint8 (H, W) for grey or (H, W, 3) for colour; ``size`` (H, W) and ``channels``
+    (1 or 3) convert it to what a model takes."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as im:
+            grey = im.mode in ("1", "L", "I", "I;16", "F") if channels is None else channels == 1
+            im = im.convert("L" if grey else "RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError) as e:
+        raise VaekitError(f"{path}: not a readable image ({e})") from None
+
+
+def read_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Images in a folder, or in one subfolder per class (the subfolder names become labels)."""
     subdirs = sorted(p for p in path.iterdir() if p.is_dir())
     groups = [(d, i) for i, d in enumerate(subdirs)] if subdirs else [(path, None)]
     images, labels = [], []
@@ -122,12 +136,7 @@ def read_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[s
         for f in sorted(folder.iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-                    a = np.asarray(im)
-            except (UnidentifiedImageError, OSError) as e:
-                raise VaekitError(f"{f}: not a readable image ({e})") from None
+            a = read_image(f)
             if images and a.shape != images[0].shape:
                 raise VaekitError(f"{f}: image of shape {a.shape}, expected {images[0].shape} like the others")
             images.append(a)

@@ -166,6 +166,12 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--method", default="pca", choices=("pca", "tsne"))
     p.add_argument("--compare", help="a second run (e.g. an autoencoder) drawn beside this one")
     add("report", "draw every picture and write report.html", _report)
+    p = sub.add_parser("explore", help="serve the interactive latent-space explorer on a local web page")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; anything else must be asked for here)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_explore)
 
 
 def _open(args):
@@ -333,6 +339,23 @@ def _embed(args) -> int:
     x, y = _images_of(dataset.test, model, args.seed, args.n)
     compare = checkpoint.load(args.compare, next(model.parameters()).device) if args.compare else None
     return _wrote(draw_embed(model, x, y, out / "embedding.png", args.method, compare, dataset.classes, args.seed))
+
+
+def _explore(args) -> int:
+    from . import checkpoint
+    from .server import Explorer, make_server
+    from .train import choose_device, prepare
+
+    model = checkpoint.load(args.run, choose_device(args.device))
+    _, dataset = prepare(model.config)
+    server = make_server(Explorer(model, dataset), args.host or "127.0.0.1", args.port, allow_remote=args.host is not None)
+    host, port = server.server_address[:2]
+    print(f"vaekit explorer for {args.run} at http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
 
 
 def _report(args) -> int:

@@ -1,0 +1,242 @@
+"""The latent-space explorer: a small local HTTP server that drives a trained model for the
+page in ``static/`` (plain HTML and JavaScript, nothing fetched from elsewhere).
+
+JSON API (every answer is JSON; bad requests get a 4xx with {"error": "..."}):
+  GET  /api/info                          the model: latent size, image shape, units by activity, test points
+  POST /api/decode     {"z": [...]}       the decoder's mean image at z
+  POST /api/encode     {"index": i} | {"image": "data:image/png;base64,..."} | {"x": [...]}
+                                          posterior mean and σ per unit, and the reconstruction
+  POST /api/sample     {"temperature": t, "seed": s}   a prior sample, its z and image
+Images travel as PNG data URIs ("image") and as flat lists of floats in [0, 1] ("x").
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import VaekitError
+
+LOOPBACK = ("127.0.0.1", "localhost")
+MAX_BODY = 2 * 1024 * 1024  # bytes: a request larger than any image upload we accept
+MAX_PIXELS = 4096 * 4096  # an upload decoding to more pixels than this is refused before it is decoded
+SCATTER_POINTS = 2000
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                ".png": "image/png", ".svg": "image/svg+xml"}
+
+
+class BadRequest(Exception):
+    """A client error: the status and a message for the client."""
+
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST):
+        super().__init__(message)
+        self.status = status
+
+
+class Explorer:
+    """The model behind the API: every computation the server answers with, in one place, usable without HTTP."""
+
+    def __init__(self, model, dataset=None, seed: int = 0):
+        from .report import first_test_rows
+
+        if not hasattr(model, "prior"):
+            raise VaekitError(f"the explorer needs a VAE; this run holds a {type(model).__name__} (model.kind=vae)")
+        self.model, self.lock = model.eval(), threading.Lock()
+        self.shape = tuple(model.config.model.input_shape) if hasattr(model, "config") else None
+        self.k = model.prior.k
+        self.x, self.y = (None, None)
+        if dataset is not None and dataset.kind == "image":
+            self.x, self.y = first_test_rows(dataset, SCATTER_POINTS, seed, next(model.parameters()).device)
+            self.shape = tuple(self.x.shape[1:])
+        self.classes = getattr(dataset, "classes", None)
+        self.units, self.points = list(range(self.k)), None
+        if self.x is not None:
+            with torch.no_grad():
+                mu = self.model.encode(self.x).mean  # (N, k)
+            self.units = mu.var(0).argsort(descending=True).tolist()
+            self.points = mu.cpu().tolist() if self.k == 2 else None
+
+    def info(self) -> dict[str, Any]:
+        return {"latent_dim": self.k, "shape": list(self.shape), "units_by_activity": self.units,
+                "test_images": 0 if self.x is None else len(self.x),
+                "points": self.points, "labels": None if self.y is None or self.points is None else self.y.tolist(),
+                "classes": self.classes}
+
+    def _out(self, x: torch.Tensor) -> dict[str, Any]:
+        return {"image": png_data_uri(x), "x": x.flatten().tolist()}
+
+    @torch.no_grad()
+    def decode(self, z: list) -> dict[str, Any]:
+        t = self._vector(z, "z", self.k)
+        with self.lock:
+            return self._out(self.model.decode(t[None]).mean[0])
+
+    @torch.no_grad()
+    def encode(self, body: dict) -> dict[str, Any]:
+        if "index" in body:
+            i = body["index"]
+            n = 0 if self.x is None else len(self.x)
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n:
+                raise BadRequest(f"index {i!r}: expected a test image number from 0 to {n - 1}")
+            x = self.x[i]
+        elif "image" in body:
+            x = self._image(body["image"])
+        elif "x" in body:
+            x = self._vector(body["x"], "x", math.prod(self.shape)).view(self.shape)
+        else:
+            raise BadRequest('expected one of "index", "image" or "x"')
+        with self.lock:
+            q_z = self.model.encode(x[None])
+            x_hat = self.model.decode(q_z.mean).mean[0]
+        return {"mean": q_z.mean[0].tolist(), "std": q_z.stddev[0].tolist(), "input": png_data_uri(x), **self._out(x_hat)}
+
+    @torch.no_grad()
+    def sample(self, body: dict) -> dict[str, Any]:
+        t = body.get("temperature", 1.0)
+        seed = body.get("seed")
+        if not _finite_number(t) or not 0 <= t <= 10:
+            raise BadRequest(f"temperature {t!r}: expected a number from 0 to 10")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise BadRequest(f"seed {seed!r}: expected a non-negative integer")
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(self.k, generator=g) * t
+        return {"z": z.tolist(), **self.decode(z.tolist())}
+
+    def _vector(self, v, name: str, n: int) -> torch.Tensor:
+        if not isinstance(v, list) or not all(_finite_number(a) for a in v):
+            raise BadRequest(f'"{name}": expected a list of {n} finite numbers')
+        if len(v) != n:
+            raise BadRequest(f'"{name}": expected {n} numbers, got {len(v)}')
+        return torch.tensor(v, dtype=torch.float32, device=next(self.model.parameters()).device)
+
+    def _image(self, uri) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        if not isinstance(uri, str) or not uri.startswith("data:image/") or ";base64," not in uri:
+            raise BadRequest('"image": expected a data URI such as data:image/png;base64,...', HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+        try:
+            raw = base64.b64decode(uri.split(",", 1)[1], validate=True)
+            with Image.open(io.BytesIO(raw)) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise BadRequest(f"image of {im.width}×{im.height} pixels is too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+                c, h, w = self.shape
+                im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+                a = np.asarray(im, dtype=np.float32) / 255
+        except (binascii.Error, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise BadRequest(f'"image": not a readable image ({type(e).__name__})', HTTPStatus.UNSUPPORTED_MEDIA_TYPE) from None
+        x = torch.from_numpy(a).reshape(h, w, c).permute(2, 0, 1) if c > 1 else torch.from_numpy(a)[None]
+        return x.to(next(self.model.parameters()).device)
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def png_data_uri(x: torch.Tensor, upscale: int | None = None) -> str:
+    """(C, H, W) in [0, 1] as a PNG data URI, enlarged by whole pixels to about 112 pixels high."""
+    from PIL import Image
+
+    from .plots import image_grid
+
+    a = image_grid(x[None], nrow=1, pad=0, upscale=upscale or max(1, 112 // x.shape[-2]))
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("vaekit") / "static"))
+
+
+def make_handler(explorer: Explorer, static: Path):
+    root = static.resolve()
+    posts = {"/api/decode": lambda b: explorer.decode(b.get("z")), "/api/encode": explorer.encode, "/api/sample": explorer.sample}
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "vaekit-explorer"
+
+        def log_message(self, *args):  # quiet: the command prints the address, not every request
+            pass
+
+        def _send(self, status: int, body: bytes, kind: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, obj) -> None:
+            self._send(status, json.dumps(obj).encode(), "application/json")
+
+        def _guarded(self, work) -> None:
+            try:
+                work()
+            except BadRequest as e:
+                self._json(e.status, {"error": str(e)})
+            except Exception as e:  # noqa: BLE001 - the server must stay up and answer whatever happens
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}: {e}"})
+
+        def do_GET(self):
+            self._guarded(self._get)
+
+        def do_POST(self):
+            self._guarded(self._post)
+
+        def _get(self):
+            path = self.path.split("?", 1)[0]
+            if path == "/api/info":
+                return self._json(HTTPStatus.OK, explorer.info())
+            if path.startswith("/api/"):
+                raise BadRequest(f"{path}: no such GET endpoint", HTTPStatus.NOT_FOUND)
+            name = "explorer.html" if path == "/" else path.lstrip("/")
+            target = (root / name).resolve()
+            if not target.is_relative_to(root) or ".." in Path(name).parts:
+                raise BadRequest(f"{path}: outside the explorer's files", HTTPStatus.FORBIDDEN)
+            if not target.is_file() or target.suffix not in STATIC_TYPES:
+                raise BadRequest(f"{path}: not found", HTTPStatus.NOT_FOUND)
+            self._send(HTTPStatus.OK, target.read_bytes(), STATIC_TYPES[target.suffix])
+
+        def _post(self):
+            path = self.path.split("?", 1)[0]
+            if path not in posts:
+                raise BadRequest(f"{path}: no such POST endpoint", HTTPStatus.NOT_FOUND)
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                raise BadRequest("a Content-Length header is required", HTTPStatus.LENGTH_REQUIRED) from None
+            if length > MAX_BODY:
+                self.close_connection = True  # the unread body is not worth reading
+                raise BadRequest(f"request of {length} bytes is over the {MAX_BODY}-byte limit", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise BadRequest(f"malformed JSON: {e}") from None
+            if not isinstance(body, dict):
+                raise BadRequest("expected a JSON object")
+            self._json(HTTPStatus.OK, posts[path](body))
+
+    return Handler
+
+
+def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False) -> ThreadingHTTPServer:
+    """A threaded HTTP server for ``explorer``; anything but loopback only with ``allow_remote``."""
+    if host not in LOOPBACK and not allow_remote:
+        raise VaekitError(f"host {host!r}: the explorer serves loopback only (127.0.0.1) unless --host is given explicitly")
+    try:
+        server = ThreadingHTTPServer((host, port), make_handler(explorer, static_dir()))
+    except OSError as e:
+        raise VaekitError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    server.daemon_threads = True
+    return server

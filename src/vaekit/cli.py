@@ -20,6 +20,8 @@ TRAIN_FLAGS = {
     "hidden": ("model.hidden", lambda s: [int(v) for v in s.split(",")], "MLP hidden widths, e.g. 400 or 500,500"),
     "likelihood": ("model.likelihood", str, "auto, bernoulli, gaussian, gaussian-learned or categorical"),
     "beta": ("model.beta", float, "weight of the KL term"),
+    "objective": ("model.objective", str, "elbo, or iwae: the K-sample importance weighted bound"),
+    "k": ("model.iwae_k", int, "K, importance samples of the iwae objective"),
     "epochs": ("train.epochs", int, "passes over the training data"),
     "batch_size": ("train.batch_size", int, "minibatch size M"),
     "lr": ("train.lr", float, "learning rate"),
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model and write its run directory")
     p.add_argument("--config", help="a JSON or TOML config file (defaults otherwise)")
+    p.add_argument("--preset", help="an architecture of the literature by name (see README); flags override it")
     for flag, (key, _, help_) in TRAIN_FLAGS.items():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"{help_} [{key}]")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config value, as JSON")
@@ -70,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     from . import checkpoint
-    from .config import Config, load_config
+    from .config import Config, load_config, preset
     from .errors import VaekitError
     from .train import fit
 
-    sets = []
+    sets = preset(args.preset) if args.preset else []
     for flag, (key, convert, _) in TRAIN_FLAGS.items():
         raw = getattr(args, flag)
         if raw is not None:

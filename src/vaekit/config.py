@@ -35,24 +35,31 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["vae", "ae", "dae"] = "vae"
+    kind: Literal["vae", "ae", "dae", "hvae"] = "vae"  # hvae: a VAE with stochastic_layers below latent_dim
     net: Literal["mlp", "conv"] = "mlp"
     hidden: tuple[int, ...] = (400,)  # MLP hidden widths, mirrored in the decoder
     channels: tuple[int, ...] = (32, 64)  # conv channels, each layer halving H and W
     activation: Literal["relu", "tanh", "softplus"] = "relu"
     latent_dim: int = 20
+    stochastic_layers: tuple[int, ...] = ()  # hvae: sizes of the stochastic layers below z, from x up (Burda et al.: [100])
+    upper_hidden: tuple[int, ...] = (100, 100)  # hvae: deterministic widths between two stochastic layers
     likelihood: Literal["auto", "bernoulli", "gaussian", "gaussian-learned", "categorical"] = "auto"
     sigma: float = 1.0  # the fixed σ of the "gaussian" likelihood
     beta: float = 1.0  # weight of the KL term (β-VAE)
     mc_samples: int = 1  # L, Monte Carlo samples of z per data point
+    objective: Literal["elbo", "iwae"] = "elbo"  # iwae: the K-sample importance weighted bound (Burda et al., 2015)
+    iwae_k: int = 50  # K of the iwae objective; K = 1 is the ELBO with the sampled KL
+    kl_estimator: Literal["analytic", "sampled"] = "analytic"  # the ELBO's KL in closed form, or log q(z|x) − log p(z)
     corruption: Literal["gaussian", "mask", "salt-pepper"] = "gaussian"  # denoising AE only
     noise: float = 0.3  # DAE corruption level: σ of the Gaussian, or the fraction of pixels hit
     init_std: float | None = None  # weights from N(0, init_std²) as in the AEVB paper; None: PyTorch's default
     input_shape: tuple[int, ...] | None = None  # filled in from the data: (C, H, W) images, (D,) tables
 
     def __post_init__(self):
-        _check(self, "model", latent_dim=">=1", hidden=">=1", channels=">=1", sigma=">0", beta=">=0",
-               mc_samples=">=1", noise=">=0", init_std=">0")
+        _check(self, "model", latent_dim=">=1", stochastic_layers=">=1", upper_hidden=">=1", hidden=">=1", channels=">=1", sigma=">0", beta=">=0",
+               mc_samples=">=1", iwae_k=">=1", noise=">=0", init_std=">0")
+        if self.kind == "hvae" and not self.stochastic_layers:
+            raise VaekitError("model.stochastic_layers: a hierarchical VAE (model.kind=hvae) needs at least one layer below z, e.g. [100]")
         if self.net == "conv" and not self.channels:
             raise VaekitError("model.channels: a conv net needs at least one layer of channels")
 
@@ -119,6 +126,56 @@ class Config:
                 raise VaekitError(f"--set {a!r}: unknown config key {key!r}")
             node[last] = value
         return Config.from_dict(d, source="--set")
+
+
+# Architectures of the literature by name: (where it comes from, the config values it sets).
+# A preset is applied first; flags and --set given with it still override it.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "pytorch-example": (
+        "pytorch/examples vae/main.py: 784-400-20 ReLU MLP, BCE on grey-level MNIST, Adam 1e-3, batch 128, 10 epochs",
+        {"data.name": "mnist", "data.binarize": "none", "model.kind": "vae", "model.net": "mlp", "model.hidden": [400],
+         "model.activation": "relu", "model.latent_dim": 20, "model.likelihood": "bernoulli",
+         "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 128, "train.epochs": 10}),
+    "aevb-mnist": (
+        "Kingma & Welling (2013), section 5 and appendix C: 500 tanh units in encoder and decoder, Bernoulli decoder, "
+        "Adagrad (step size from {0.01, 0.02, 0.1}), M = 100, L = 1, weights from N(0, 0.01^2), "
+        "weight decay 1/N from an N(0, I) prior on the weights",
+        {"data.name": "mnist", "model.kind": "vae", "model.net": "mlp", "model.hidden": [500], "model.activation": "tanh",
+         "model.latent_dim": 20, "model.likelihood": "bernoulli", "model.init_std": 0.01, "model.mc_samples": 1,
+         "train.optimizer": "adagrad", "train.lr": 0.02, "train.batch_size": 100, "train.weight_decay": 2e-5}),
+    "aevb-frey": (
+        "Kingma & Welling (2013), section 5 and appendix C: Frey Face, 200 tanh units, Gaussian decoder with learned "
+        "variance, Adagrad, M = 100, L = 1, weights from N(0, 0.01^2), weight decay 1/N",
+        {"data.name": "frey-face", "model.kind": "vae", "model.net": "mlp", "model.hidden": [200], "model.activation": "tanh",
+         "model.latent_dim": 10, "model.likelihood": "gaussian-learned", "model.init_std": 0.01, "model.mc_samples": 1,
+         "train.optimizer": "adagrad", "train.lr": 0.02, "train.batch_size": 100, "train.weight_decay": 6e-4}),
+    "iwae-1layer": (
+        "Burda, Grosse & Salakhutdinov (2015), section 5: one stochastic layer of 50 units under two deterministic "
+        "layers of 200 tanh units (784-200-200-50), Bernoulli decoder, dynamically binarized MNIST, Adam 1e-3, batch 20 "
+        "(their decaying step-size schedule over 3280 epochs and Adam epsilon 1e-4 are not reproduced)",
+        {"data.name": "mnist", "data.binarize": "dynamic", "model.kind": "vae", "model.net": "mlp", "model.hidden": [200, 200],
+         "model.activation": "tanh", "model.latent_dim": 50, "model.likelihood": "bernoulli",
+         "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 20}),
+    "iwae-2layer": (
+        "Burda, Grosse & Salakhutdinov (2015), section 5: two stochastic layers, 784-200-200-100 (z1) and "
+        "100-100-50 (z2), deterministic layers of tanh units, Bernoulli decoder, dynamically binarized MNIST, "
+        "Adam 1e-3, batch 20 (their step-size schedule and Adam epsilon 1e-4 are not reproduced)",
+        {"data.name": "mnist", "data.binarize": "dynamic", "model.kind": "hvae", "model.net": "mlp", "model.hidden": [200, 200],
+         "model.stochastic_layers": [100], "model.upper_hidden": [100, 100], "model.activation": "tanh", "model.latent_dim": 50,
+         "model.likelihood": "bernoulli", "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 20}),
+    "conv-28": (
+        "a small convolutional VAE for 28x28 images: two stride-2 3x3 conv layers of 32 and 64 channels "
+        "(28 -> 14 -> 7), 20 latent units, transposed convolutions back; Adam 1e-3, batch 128",
+        {"data.name": "mnist", "model.kind": "vae", "model.net": "conv", "model.channels": [32, 64], "model.activation": "relu",
+         "model.latent_dim": 20, "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 128}),
+}
+
+
+def preset(name: str) -> list[str]:
+    """The ``section.key=value`` assignments of a named preset."""
+    if name not in PRESETS:
+        raise VaekitError(f"preset {name!r}: expected one of {', '.join(PRESETS)}")
+    return [f"{k}={json.dumps(v)}" for k, v in PRESETS[name][1].items()]
 
 
 def load_config(path: str | Path) -> Config:

@@ -64,14 +64,7 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch.Gener
     bound on log p(x) that tightens as K grows and equals the ELBO in expectation at K = 1.
     """
     _check_k(k)
-    q_z = model.encode(x)
-
-    def log_w():
-        for c in _chunks(k, len(x)):
-            z = q_z.rsample(c, generator)  # (c, B, k_z)
-            yield model.decode(z).log_prob_(x) + model.prior.log_prob(z) - q_z.log_prob(z)
-
-    return _log_mean_exp_over_samples(log_w(), k)
+    return _log_mean_exp_over_samples((model.log_weights(x, c, generator) for c in _chunks(k, len(x))), k)
 
 
 @torch.no_grad()
@@ -79,13 +72,7 @@ def naive_log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch
     """log (1/K) Σ_k p(x|z_k), z_k ~ p(z): unbiased for p(x) but hopeless in many dimensions, since
     almost no prior sample lands where the posterior is."""
     _check_k(k)
-
-    def log_w():
-        for c in _chunks(k, len(x)):
-            z = model.prior.sample(c * len(x), generator, x.device).view(c, len(x), -1)
-            yield model.decode(z).log_prob_(x)
-
-    return _log_mean_exp_over_samples(log_w(), k)
+    return _log_mean_exp_over_samples((model.prior_log_likelihoods(x, c, generator) for c in _chunks(k, len(x))), k)
 
 
 def materialize(part: Part, subset: int | None = None, device="cpu", seed: int = EVAL_SEED) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -116,7 +103,7 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
 
     ``data`` defaults to the data set the model was trained on (``model.config``, as ``vaekit.load`` sets it).
     """
-    from .models import VAE
+    from .models import VAE, HierarchicalVAE
 
     _check_k(k)
     if data is None:
@@ -133,7 +120,7 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
     n, dims = len(x), math.prod(x.shape[1:])
     g = torch.Generator(device).manual_seed(seed)
     report: dict[str, Any] = {"split": split, "n": n, "dims": dims}
-    is_vae = isinstance(model, VAE)
+    is_vae, hierarchical = isinstance(model, VAE), isinstance(model, HierarchicalVAE)
     k_naive = k if k_naive is None else k_naive
     rows = {name: torch.empty(n, dtype=torch.float64) for name in
             (("recon", "kl", "iwae", "naive") if is_vae else ("recon",))}  # preallocated: no per-batch tensor lists
@@ -148,10 +135,11 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
         bce[i:i + len(xb)] = torch.nn.functional.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), xb.clamp(0, 1), reduction="none").flatten(1).sum(1).double()
         means.append(q_z.mean)
         if is_vae:
-            z = q_z.rsample(generator=g)
-            rows["recon"][i:i + len(xb)] = -model.decode(z).log_prob(xb).double()
-            rows["kl"][i:i + len(xb)] = q_z.kl().double()
-            kl_unit_sum = kl_unit_sum + q_z.kl_per_unit().double().sum(0)
+            rec, kl = model.elbo_terms(xb, g)
+            rows["recon"][i:i + len(xb)] = rec.double()
+            rows["kl"][i:i + len(xb)] = kl.double()
+            if not hierarchical:  # one Gaussian posterior against N(0, I): its KL splits over units in closed form
+                kl_unit_sum = kl_unit_sum + q_z.kl_per_unit().double().sum(0)
             rows["iwae"][i:i + len(xb)] = log_likelihood(model, xb, k, g).double()
             rows["naive"][i:i + len(xb)] = naive_log_likelihood(model, xb, k_naive, g).double()
         else:
@@ -174,10 +162,11 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
         report["log_px"], report["log_px_se"] = _mean_se(rows["iwae"])
         report["log_px_naive"], report["log_px_naive_se"] = _mean_se(rows["naive"])
         report.update(k=k, k_naive=k_naive, elbo_bits_per_dim=-report["elbo"] * bits, log_px_bits_per_dim=-report["log_px"] * bits)
-        kl_units = kl_unit_sum / n
         variance = mu.var(0, unbiased=True) if n > 1 else torch.zeros(mu.shape[1])
         active = variance > ACTIVE_THRESHOLD
-        report.update(kl_per_unit=kl_units.tolist(), mean_variance_per_unit=variance.tolist(),
+        if not hierarchical:
+            report["kl_per_unit"] = (kl_unit_sum / n).tolist()
+        report.update(mean_variance_per_unit=variance.tolist(),
                       active_units=int(active.sum()), latent_dim=int(mu.shape[1]))
         if active.sum() * 2 < mu.shape[1]:
             report["warning"] = (f"posterior collapse: only {int(active.sum())} of {mu.shape[1]} latent units are active "

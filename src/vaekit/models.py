@@ -1,4 +1,4 @@
-"""Autoencoder, DenoisingAutoencoder and VAE: encode / decode / reconstruct / loss(x) -> LossOutput.
+"""Autoencoder, DenoisingAutoencoder, VAE and HierarchicalVAE: encode / decode / reconstruct / loss(x) -> LossOutput.
 
 One class per model and one ``loss`` contract, so the one trainer serves them all.
 ``build`` turns a resolved ModelConfig into a model; that is the only place where
@@ -16,7 +16,7 @@ from .data.corrupt import corrupt
 from .distributions import LIKELIHOODS, DiagonalGaussian, Gaussian, Likelihood, PointMass, StandardNormal
 from .errors import VaekitError
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .objectives import LossOutput, negative_elbo
+from .objectives import LossOutput, negative_elbo, negative_iwae
 
 
 class Autoencoder(nn.Module):
@@ -59,10 +59,12 @@ class DenoisingAutoencoder(Autoencoder):
 class VAE(Autoencoder):
     """q(z|x) = N(μ(x), diag σ²(x)) from an encoder predicting (μ, log σ²); p(z) = N(0, I); loss −ELBO with weight β on the KL."""
 
-    def __init__(self, encoder, decoder, likelihood, latent_dim: int, beta: float = 1.0, mc_samples: int = 1):
+    def __init__(self, encoder, decoder, likelihood, latent_dim: int, beta: float = 1.0, mc_samples: int = 1,
+                 objective: str = "elbo", iwae_k: int = 50, kl_estimator: str = "analytic"):
         super().__init__(encoder, decoder, likelihood)
         self.prior = StandardNormal(latent_dim)
         self.beta, self.mc_samples = beta, mc_samples
+        self.objective, self.iwae_k, self.kl_estimator = objective, iwae_k, kl_estimator
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         mu, log_var = self.encoder(x).chunk(2, dim=-1)
@@ -77,8 +79,94 @@ class VAE(Autoencoder):
 
     def loss(self, x, kl_weight=1.0, generator=None):
         q_z = self.encode(x)
+        if self.objective == "iwae":
+            z = q_z.rsample(self.iwae_k, generator)  # (K, B, k)
+            return negative_iwae(-self.decode(z).log_prob(x), q_z.log_prob(z) - self.prior.log_prob(z))
         z = q_z.rsample(None if self.mc_samples == 1 else self.mc_samples, generator)
-        return negative_elbo(self.decode(z), x, q_z, self.beta * kl_weight)
+        kl = q_z.kl() if self.kl_estimator == "analytic" else q_z.log_prob(z) - self.prior.log_prob(z)
+        return negative_elbo(-self.decode(z).log_prob(x), kl, self.beta * kl_weight)
+
+    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-sample −log p(x|z) and the analytic KL per example: (B,), (B,)."""
+        q_z = self.encode(x)
+        return -self.decode(q_z.rsample(generator=generator)).log_prob(x), q_z.kl()
+
+    def log_weights(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x, z_k) − log q(z_k|x) for n draws z_k ~ q(z|x): (n, B). For evaluation: the decodes are spent."""
+        q_z = self.encode(x)
+        z = q_z.rsample(n, generator)  # (n, B, k)
+        return self.decode(z).log_prob_(x) + self.prior.log_prob(z) - q_z.log_prob(z)
+
+    def prior_log_likelihoods(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x|z_k) for n draws z_k ~ p(z) per example: (n, B). For evaluation: the decodes are spent."""
+        z = self.prior.sample(n * len(x), generator, x.device).view(n, len(x), -1)
+        return self.decode(z).log_prob_(x)
+
+
+def _gaussian(params: torch.Tensor) -> DiagonalGaussian:
+    mu, log_var = params.chunk(2, dim=-1)
+    return DiagonalGaussian(mu, log_var)
+
+
+class HierarchicalVAE(VAE):
+    """Stochastic layers z1 … zL: p(x|z1) p(z1|z2) … p(zL), q(z1|x) q(z2|z1) … (Burda et al., 2015).
+
+    ``encoder``/``decoder`` connect x and z1; ``ups[l]`` gives q(z_{l+2}|z_{l+1}) and ``downs[l]``
+    gives p(z_{l+1}|z_{l+2}), each a diagonal Gaussian. The KL terms have no closed form, so the
+    ELBO is estimated with samples. The latent space the explore commands see is the top layer:
+    ``encode`` passes posterior means up, ``decode`` passes prior means down.
+    """
+
+    def __init__(self, encoder, decoder, likelihood, ups: nn.ModuleList, downs: nn.ModuleList, latent_dims: tuple[int, ...],
+                 beta: float = 1.0, mc_samples: int = 1, objective: str = "elbo", iwae_k: int = 50):
+        super().__init__(encoder, decoder, likelihood, latent_dims[-1], beta, mc_samples, objective, iwae_k, "sampled")
+        self.ups, self.downs, self.latent_dims = ups, downs, latent_dims
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        q = _gaussian(self.encoder(x))
+        for up in self.ups:
+            q = _gaussian(up(q.mean))
+        return q
+
+    def decode(self, z: torch.Tensor) -> Likelihood:
+        for down in reversed(self.downs):
+            z = _gaussian(down(z)).mean
+        return self.likelihood(self.decoder(z))
+
+    def _terms(self, x: torch.Tensor, n: int | None, generator=None, spent: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(−log p(x|z1), Σ_l log q(z_l|z_{l−1}) − log p(z_l|z_{l+1})) for n draws of the chain: (n, B) each, or (B,)."""
+        q = _gaussian(self.encoder(x))
+        z = q.rsample(n, generator)
+        zs, log_q = [z], q.log_prob(z)
+        for up in self.ups:
+            q = _gaussian(up(z))
+            z = q.rsample(generator=generator)
+            zs.append(z)
+            log_q = log_q + q.log_prob(z)
+        log_p = self.prior.log_prob(zs[-1])
+        for lower, upper, down in zip(zs, zs[1:], self.downs):
+            log_p = log_p + _gaussian(down(upper)).log_prob(lower)
+        p_x = self.likelihood(self.decoder(zs[0]))
+        return -(p_x.log_prob_(x) if spent else p_x.log_prob(x)), log_q - log_p
+
+    def loss(self, x, kl_weight=1.0, generator=None):
+        if self.objective == "iwae":
+            return negative_iwae(*self._terms(x, self.iwae_k, generator))
+        rec, kl = self._terms(x, None if self.mc_samples == 1 else self.mc_samples, generator)
+        return negative_elbo(rec, kl, self.beta * kl_weight)
+
+    def elbo_terms(self, x, generator=None):
+        return self._terms(x, None, generator)
+
+    def log_weights(self, x, n, generator=None):
+        rec, log_ratio = self._terms(x, n, generator, spent=True)
+        return -rec - log_ratio
+
+    def prior_log_likelihoods(self, x, n, generator=None):
+        z = self.prior.sample(n * len(x), generator, x.device).view(n, len(x), -1)
+        for down in reversed(self.downs):  # ancestral sampling down the layers
+            z = _gaussian(down(z)).rsample(generator=generator)
+        return self.likelihood(self.decoder(z)).log_prob_(x)
 
 
 def build(cfg: ModelConfig) -> Autoencoder:
@@ -88,17 +176,25 @@ def build(cfg: ModelConfig) -> Autoencoder:
     shape = tuple(cfg.input_shape)
     lik = LIKELIHOODS[cfg.likelihood]
     likelihood = partial(Gaussian, event_ndim=len(shape), sigma=cfg.sigma) if lik is Gaussian else partial(lik, event_ndim=len(shape))
-    code = 2 * cfg.latent_dim if cfg.kind == "vae" else cfg.latent_dim
+    bottom = cfg.stochastic_layers[0] if cfg.kind == "hvae" else cfg.latent_dim  # the layer that touches x
+    code = 2 * bottom if cfg.kind in ("vae", "hvae") else bottom
     if cfg.net == "mlp":
         encoder = MLPEncoder(shape, cfg.hidden, code, cfg.activation)
-        decoder = MLPDecoder(shape, cfg.hidden, cfg.latent_dim, lik.n_params, cfg.activation)
+        decoder = MLPDecoder(shape, cfg.hidden, bottom, lik.n_params, cfg.activation)
     else:
+        if cfg.kind == "hvae":
+            raise VaekitError("model.kind=hvae is built from MLPs; use model.net=mlp")
         if len(shape) != 3:
             raise VaekitError(f"model.net=conv needs image data (C, H, W), but the data has rows of shape {shape}; use model.net=mlp")
         encoder = ConvEncoder(shape, cfg.channels, code, cfg.activation)
         decoder = ConvDecoder(shape, cfg.channels, cfg.latent_dim, lik.n_params, cfg.activation)
-    if cfg.kind == "vae":
-        model = VAE(encoder, decoder, likelihood, cfg.latent_dim, cfg.beta, cfg.mc_samples)
+    if cfg.kind == "hvae":
+        dims = (*cfg.stochastic_layers, cfg.latent_dim)  # bottom to top
+        ups = nn.ModuleList(MLPEncoder((a,), cfg.upper_hidden, 2 * b, cfg.activation) for a, b in zip(dims, dims[1:]))
+        downs = nn.ModuleList(MLPEncoder((b,), tuple(reversed(cfg.upper_hidden)), 2 * a, cfg.activation) for a, b in zip(dims, dims[1:]))
+        model = HierarchicalVAE(encoder, decoder, likelihood, ups, downs, dims, cfg.beta, cfg.mc_samples, cfg.objective, cfg.iwae_k)
+    elif cfg.kind == "vae":
+        model = VAE(encoder, decoder, likelihood, cfg.latent_dim, cfg.beta, cfg.mc_samples, cfg.objective, cfg.iwae_k, cfg.kl_estimator)
     elif cfg.kind == "dae":
         model = DenoisingAutoencoder(encoder, decoder, likelihood, cfg.corruption, cfg.noise)
     else:

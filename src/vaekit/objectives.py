@@ -1,11 +1,11 @@
 """Training objectives as pure functions of distributions, and the KL weight schedule."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .distributions import DiagonalGaussian, Likelihood
 
 
 @dataclass
@@ -17,17 +17,26 @@ class LossOutput:
     kl: torch.Tensor  # KL(q(z|x) ‖ p(z)); zero for models without a posterior
 
 
-def negative_elbo(p_x: Likelihood, x: torch.Tensor, q_z: DiagonalGaussian, beta: float = 1.0) -> LossOutput:
-    """The SGVB estimate of −ELBO with the analytic KL (Kingma & Welling, eq. 10).
+def negative_elbo(rec: torch.Tensor, kl: torch.Tensor, beta: float = 1.0) -> LossOutput:
+    """The SGVB estimate of −ELBO (Kingma & Welling, 2013) from its per-example terms.
 
-    ``p_x`` may carry L leading Monte Carlo samples: the reconstruction term is
-    averaged over them.
+    ``rec`` is −log p(x|z); ``kl`` is KL(q(z|x) ‖ p(z)) in closed form (their estimator B,
+    eq. 7) or its one-sample estimate log q(z|x) − log p(z) (estimator A, eq. 6). Either may
+    carry L leading Monte Carlo samples, (L, B): they are averaged over.
     """
-    rec = -p_x.log_prob(x)  # (L, B) or (B,)
     if rec.dim() > 1:
         rec = rec.mean(0)
-    kl = q_z.kl()  # (B,)
+    if kl.dim() > 1:
+        kl = kl.mean(0)
     return LossOutput((rec + beta * kl).mean(), rec.mean(), kl.mean())
+
+
+def negative_iwae(rec: torch.Tensor, log_ratio: torch.Tensor) -> LossOutput:
+    """−log (1/K) Σ_k p(x, z_k) / q(z_k|x) from rec = −log p(x|z_k) and log_ratio = log q(z_k|x) − log p(z_k),
+    both (K, B): the importance weighted bound of Burda et al. (2015), tighter than the ELBO for K > 1;
+    at K = 1 it is the ELBO with the sampled KL. ``recon`` and ``kl`` report the terms averaged over the samples."""
+    bound = torch.logsumexp(-rec - log_ratio, 0) - math.log(len(rec))  # (B,)
+    return LossOutput(-bound.mean(), rec.mean(), log_ratio.mean())
 
 
 def kl_warmup(step: int, warmup_steps: int) -> float:

@@ -14,7 +14,7 @@ TRAIN_FLAGS = {
     "data": ("data.name", str, "built-in data set (digits, mnist, fashion-mnist, frey-face) or a .npy/.npz/.csv file or image folder"),
     "data_dir": ("data.data_dir", str, "where named data sets are kept (default $VAEKIT_DATA_DIR or ~/.cache/vaekit)"),
     "binarize": ("data.binarize", str, "auto, dynamic, static or none"),
-    "model": ("model.kind", str, "vae, ae or dae"),
+    "model": ("model.kind", str, "vae, ae, dae, hvae (stochastic layers) or cvae (conditioned on labels)"),
     "net": ("model.net", str, "mlp or conv"),
     "latent_dim": ("model.latent_dim", int, "size of z"),
     "hidden": ("model.hidden", lambda s: [int(v) for v in s.split(",")], "MLP hidden widths, e.g. 400 or 500,500"),
@@ -139,6 +139,9 @@ def _explore_parsers(sub) -> None:
     p = add("sample", "a grid of decoded prior samples", _sample)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T² I)")
+    p.add_argument("--label", type=int, action="append", help="conditional VAE: the class to generate (repeatable; default all)")
+    p = add("style", "conditional VAE: test images, each decoded under every label in its own style", _style)
+    p.add_argument("--n", type=int, default=8)
     p = add("reconstruct", "test images above their reconstructions", _reconstruct)
     p.add_argument("--n", type=int, default=8)
     p = add("denoise", "corrupted, denoised and clean test images", _denoise)
@@ -169,6 +172,23 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--method", default="pca", choices=("pca", "tsne"))
     p.add_argument("--compare", help="a second run (e.g. an autoencoder) drawn beside this one")
     add("report", "draw every picture and write report.html", _report)
+    p = sub.add_parser("features", help="write posterior means of a data split as .npy (or .npz with labels)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", required=True, help="a .npy file (features) or .npz file (features and labels)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data", help="other data of the same shape (a name or path)")
+    p.add_argument("--data-dir", help="where named data sets are kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_features)
+    p = sub.add_parser("classify", help="classifier from the encoder vs from scratch vs PCA + logistic regression, with few labels")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--labels", type=int, default=100, help="labelled training examples")
+    p.add_argument("--repeats", type=int, default=3, help="draws of the labelled examples to average over")
+    p.add_argument("--steps", type=int, default=300, help="full-batch Adam steps for each network")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_classify)
     p = sub.add_parser("explore", help="serve the interactive latent-space explorer on a local web page")
     p.add_argument("run", help="run directory")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
@@ -204,17 +224,35 @@ def _wrote(info: dict) -> int:
 
 
 def _sample(args) -> int:
-    from .report import draw_samples
+    from .errors import VaekitError
+    from .report import draw_conditional_samples, draw_samples
 
     model, _, out = _open(args)
+    if hasattr(model, "n_classes"):
+        per_label = args.n if args.label else max(1, args.n // model.n_classes)
+        return _wrote(draw_conditional_samples(model, out / "samples.png", per_label, args.temperature, args.seed, args.label))
+    if args.label:
+        raise VaekitError("--label: this run's model is not conditional (train with --model cvae)")
     return _wrote(draw_samples(model, out / "samples.png", args.n, args.temperature, args.seed))
+
+
+def _style(args) -> int:
+    from .errors import VaekitError
+    from .report import draw_style_transfer
+
+    model, dataset, out = _open(args)
+    if not hasattr(model, "n_classes"):
+        raise VaekitError("style transfer needs a conditional VAE (train with --model cvae)")
+    x, y = _images(model, dataset, args.n, args.seed)
+    return _wrote(draw_style_transfer(model, x, y, out / "style.png"))
 
 
 def _reconstruct(args) -> int:
     from .report import draw_reconstructions
 
     model, dataset, out = _open(args)
-    return _wrote(draw_reconstructions(model, _images(model, dataset, args.n, args.seed)[0], out / "reconstructions.png"))
+    x, y = _images(model, dataset, args.n, args.seed)
+    return _wrote(draw_reconstructions(model, x, out / "reconstructions.png", y))
 
 
 def _denoise(args) -> int:
@@ -358,6 +396,59 @@ def _explore(args) -> int:
         server.serve_forever()
     finally:
         server.server_close()
+    return 0
+
+
+def _features(args) -> int:
+    from dataclasses import replace
+
+    import numpy as np
+
+    from . import checkpoint
+    from .classify import features
+    from .errors import VaekitError
+    from .evaluate import materialize
+    from .train import choose_device, prepare
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".npz"):
+        raise VaekitError(f"--out {out}: expected a .npy or .npz file name")
+    model = checkpoint.load(args.run, choose_device(args.device))
+    cfg = model.config
+    data = replace(cfg.data, **{k: v for k, v in (("name", args.data), ("data_dir", args.data_dir)) if v is not None})
+    _, dataset = prepare(replace(cfg, data=data))
+    if tuple(dataset.shape) != tuple(cfg.model.input_shape):
+        raise VaekitError(f"data {dataset.name!r} has rows of shape {tuple(dataset.shape)}, but the model takes {tuple(cfg.model.input_shape)}")
+    x, y = materialize(getattr(dataset, args.split), None, next(model.parameters()).device, args.seed)
+    f = features(model, x).cpu().numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        arrays = {"features": f, **({"labels": y.cpu().numpy()} if y is not None else {})}
+        checkpoint.write_atomic(out, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    else:
+        checkpoint.write_atomic(out, lambda tmp: np.save(open(tmp, "wb"), f))
+    print(f"wrote {out}: {f.shape[0]} × {f.shape[1]} posterior means of the {args.split} split")
+    return 0
+
+
+def _classify(args) -> int:
+    from . import checkpoint
+    from .classify import compare_classifiers
+    from .errors import VaekitError
+    from .evaluate import materialize
+    from .train import choose_device, prepare
+
+    device = choose_device(args.device)
+    model = checkpoint.load(args.run, device)
+    _, dataset = prepare(model.config)
+    x, y = materialize(dataset.train, None, device, args.seed)
+    xt, yt = materialize(dataset.test, None, device, args.seed)
+    if y is None or yt is None:
+        raise VaekitError(f"data {dataset.name!r} has no labels to classify")
+    r = compare_classifiers(model, x, y, xt, yt, args.labels, args.repeats, args.steps, seed=args.seed)
+    print(f"test accuracy with {r['labels']} labelled examples (mean of {r['repeats']} draws), latent size {r['latent_dim']}:")
+    for name, acc in r["accuracy"].items():
+        print(f"  {name:<28} {acc:.3f}")
     return 0
 
 

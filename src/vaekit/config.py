@@ -35,7 +35,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["vae", "ae", "dae", "hvae"] = "vae"  # hvae: a VAE with stochastic_layers below latent_dim
+    kind: Literal["vae", "ae", "dae", "hvae", "cvae"] = "vae"  # hvae: stochastic_layers below z; cvae: conditioned on labels
     net: Literal["mlp", "conv"] = "mlp"
     hidden: tuple[int, ...] = (400,)  # MLP hidden widths, mirrored in the decoder
     channels: tuple[int, ...] = (32, 64)  # conv channels, each layer halving H and W
@@ -54,6 +54,7 @@ class ModelConfig:
     noise: float = 0.3  # DAE corruption level: σ of the Gaussian, or the fraction of pixels hit
     init_std: float | None = None  # weights from N(0, init_std²) as in the AEVB paper; None: PyTorch's default
     input_shape: tuple[int, ...] | None = None  # filled in from the data: (C, H, W) images, (D,) tables
+    n_classes: int | None = None  # cvae: filled in from the data's labels
 
     def __post_init__(self):
         _check(self, "model", latent_dim=">=1", stochastic_layers=">=1", upper_hidden=">=1", hidden=">=1", channels=">=1", sigma=">0", beta=">=0",

@@ -28,8 +28,8 @@ def mean_loss(model: torch.nn.Module, part: Part, batch_size: int = 1000, device
     model.eval()
     g = torch.Generator(device).manual_seed(seed)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for x, _ in part.batches(batch_size, noise=g, device=device):
-        out = model.loss(x, generator=g)
+    for x, y in part.batches(batch_size, noise=g, device=device):
+        out = model.loss(x, generator=g, y=y)
         sums += torch.stack([out.loss, out.recon, out.kl]).double() * len(x)
     model.train(was_training)
     loss, recon, kl = (sums / len(part)).tolist()
@@ -57,22 +57,24 @@ def _chunks(k: int, batch: int):
 
 
 @torch.no_grad()
-def log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch.Generator | None = None) -> torch.Tensor:
+def log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch.Generator | None = None,
+                   y: torch.Tensor | None = None) -> torch.Tensor:
     """Importance-sampled log p(x) with the encoder as proposal, per example: (B,).
 
     log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x): the IWAE bound, a lower
     bound on log p(x) that tightens as K grows and equals the ELBO in expectation at K = 1.
     """
     _check_k(k)
-    return _log_mean_exp_over_samples((model.log_weights(x, c, generator) for c in _chunks(k, len(x))), k)
+    return _log_mean_exp_over_samples((model.log_weights(x, c, generator, y) for c in _chunks(k, len(x))), k)
 
 
 @torch.no_grad()
-def naive_log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch.Generator | None = None) -> torch.Tensor:
+def naive_log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch.Generator | None = None,
+                         y: torch.Tensor | None = None) -> torch.Tensor:
     """log (1/K) Σ_k p(x|z_k), z_k ~ p(z): unbiased for p(x) but hopeless in many dimensions, since
     almost no prior sample lands where the posterior is."""
     _check_k(k)
-    return _log_mean_exp_over_samples((model.prior_log_likelihoods(x, c, generator) for c in _chunks(k, len(x))), k)
+    return _log_mean_exp_over_samples((model.prior_log_likelihoods(x, c, generator, y) for c in _chunks(k, len(x))), k)
 
 
 def materialize(part: Part, subset: int | None = None, device="cpu", seed: int = EVAL_SEED) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -129,21 +131,22 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
     bar = _bar(progress, n)
     for i in range(0, n, batch_size):
         xb = x[i:i + batch_size]
-        q_z = model.encode(xb)
-        x_hat = model.decode(q_z.mean).mean
+        yb = None if y is None else y[i:i + batch_size]
+        q_z = model.encode(xb, yb)
+        x_hat = model.decode(q_z.mean, yb).mean
         se_sq[i:i + len(xb)] = (x_hat - xb).pow(2).flatten(1).sum(1).double()
         bce[i:i + len(xb)] = torch.nn.functional.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), xb.clamp(0, 1), reduction="none").flatten(1).sum(1).double()
         means.append(q_z.mean)
         if is_vae:
-            rec, kl = model.elbo_terms(xb, g)
+            rec, kl = model.elbo_terms(xb, g, yb)
             rows["recon"][i:i + len(xb)] = rec.double()
             rows["kl"][i:i + len(xb)] = kl.double()
             if not hierarchical:  # one Gaussian posterior against N(0, I): its KL splits over units in closed form
                 kl_unit_sum = kl_unit_sum + q_z.kl_per_unit().double().sum(0)
-            rows["iwae"][i:i + len(xb)] = log_likelihood(model, xb, k, g).double()
-            rows["naive"][i:i + len(xb)] = naive_log_likelihood(model, xb, k_naive, g).double()
+            rows["iwae"][i:i + len(xb)] = log_likelihood(model, xb, k, g, yb).double()
+            rows["naive"][i:i + len(xb)] = naive_log_likelihood(model, xb, k_naive, g, yb).double()
         else:
-            rows["recon"][i:i + len(xb)] = -model.decode(q_z.mean).log_prob(xb).double()
+            rows["recon"][i:i + len(xb)] = -model.decode(q_z.mean, yb).log_prob(xb).double()
         if bar is not None:
             bar.update(len(xb))
     if bar is not None:
@@ -188,7 +191,7 @@ def _baselines(data: Dataset, mu: torch.Tensor, x: torch.Tensor, y, model, devic
     recon = pca.inverse_transform(pca.transform(flat))
     out: dict[str, Any] = {"train_rows": len(xt), "pca_mse_per_pixel": float(((recon - flat) ** 2).mean())}
     if y is not None and yt is not None and len(torch.unique(yt)) > 1:
-        feats_t = model.encode(xt).mean.cpu().numpy()
+        feats_t = model.encode(xt, yt).mean.cpu().numpy()
 
         def probe(train_features, features):
             clf = LogisticRegression(max_iter=2000).fit(train_features, yt.cpu().numpy())

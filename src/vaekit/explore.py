@@ -26,6 +26,27 @@ def prior_samples(model, n: int, generator: torch.Generator | None = None, tempe
 
 
 @torch.no_grad()
+def conditional_samples(model, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+                        labels: list[int] | None = None) -> torch.Tensor:
+    """A conditional VAE's decoder means for n prior draws under each label: (labels, n, *shape).
+    The same z in a column, so a column shows one style written as every class."""
+    _needs_prior(model)
+    labels = list(range(model.n_classes)) if labels is None else labels
+    device = next(model.parameters()).device
+    z = model.prior.sample(n, generator, device) * temperature  # (n, k)
+    y = torch.tensor(labels, device=device)[:, None].expand(len(labels), n)
+    return model.decode(z.expand(len(labels), n, -1), y).mean
+
+
+@torch.no_grad()
+def style_transfer(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Encode each x with its own label, decode its z under every label: (B, n_classes, *shape)."""
+    z = model.encode(x, y).mean  # (B, k)
+    labels = torch.arange(model.n_classes, device=z.device)
+    return model.decode(z[:, None].expand(-1, model.n_classes, -1), labels.expand(len(x), -1)).mean
+
+
+@torch.no_grad()
 def denoise(model, x: torch.Tensor, kind: str | None = None, level: float | None = None,
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̃, x̂): x corrupted (a denoising autoencoder's own corruption unless named) and its reconstruction."""
@@ -169,10 +190,10 @@ def manifold(model, n: int = 20, units: tuple[int, int] = (0, 1), base: torch.Te
 
 
 @torch.no_grad()
-def embed(model, x: torch.Tensor, method: str = "pca", seed: int = 0) -> tuple[torch.Tensor, str]:
+def embed(model, x: torch.Tensor, method: str = "pca", seed: int = 0, y: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
     """Posterior means in two dimensions, and how they got there: as they are for a 2-D code,
-    else by PCA or t-SNE (scikit-learn)."""
-    mu = torch.cat([model.encode(x[i:i + 1000]).mean for i in range(0, len(x), 1000)]).cpu()
+    else by PCA or t-SNE (scikit-learn). ``y``: the labels a conditional model encodes with."""
+    mu = torch.cat([model.encode(x[i:i + 1000], None if y is None else y[i:i + 1000]).mean for i in range(0, len(x), 1000)]).cpu()
     if mu.shape[1] <= 2:
         return (mu if mu.shape[1] == 2 else torch.cat([mu, torch.zeros_like(mu)], 1)), "latent units 1 and 2"
     if method == "pca":

@@ -1,4 +1,4 @@
-"""Autoencoder, DenoisingAutoencoder, VAE and HierarchicalVAE: encode / decode / reconstruct / loss(x) -> LossOutput.
+"""Autoencoder, DenoisingAutoencoder, VAE, HierarchicalVAE and ConditionalVAE: encode / decode / reconstruct / loss(x) -> LossOutput.
 
 One class per model and one ``loss`` contract, so the one trainer serves them all.
 ``build`` turns a resolved ModelConfig into a model; that is the only place where
@@ -6,9 +6,11 @@ configuration strings become classes.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -26,17 +28,19 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
 
-    def encode(self, x: torch.Tensor) -> PointMass:
+    # ``y`` (labels) matters only to a conditional model; every model takes it so callers need not ask which they hold
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> PointMass:
         return PointMass(self.encoder(x))
 
-    def decode(self, z: torch.Tensor) -> Likelihood:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Likelihood:
         return self.likelihood(self.decoder(z))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x).mean).mean
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(x, y).mean, y).mean
 
-    def loss(self, x: torch.Tensor, kl_weight: float = 1.0, generator: torch.Generator | None = None) -> LossOutput:
+    def loss(self, x: torch.Tensor, kl_weight: float = 1.0, generator: torch.Generator | None = None,
+             y: torch.Tensor | None = None) -> LossOutput:
         rec = -self.decode(self.encode(x).mean).log_prob(x).mean()
         return LossOutput(rec, rec, torch.zeros((), device=x.device))
 
@@ -51,7 +55,7 @@ class DenoisingAutoencoder(Autoencoder):
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return corrupt(x, self.corruption, self.noise, generator)
 
-    def loss(self, x, kl_weight=1.0, generator=None):
+    def loss(self, x, kl_weight=1.0, generator=None, y=None):
         rec = -self.decode(self.encode(self.corrupt(x, generator)).mean).log_prob(x).mean()
         return LossOutput(rec, rec, torch.zeros((), device=x.device))
 
@@ -66,41 +70,42 @@ class VAE(Autoencoder):
         self.beta, self.mc_samples = beta, mc_samples
         self.objective, self.iwae_k, self.kl_estimator = objective, iwae_k, kl_estimator
 
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
         mu, log_var = self.encoder(x).chunk(2, dim=-1)
         return DiagonalGaussian(mu, log_var)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decode z ~ N(0, I): the decoder's mean image by default, else a draw from p(x|z)."""
         device = next(self.parameters()).device
-        p_x = self.decode(self.prior.sample(n, generator, device))
+        p_x = self.decode(self.prior.sample(n, generator, device), y)
         return p_x.mean if mean else p_x.sample(generator)
 
-    def loss(self, x, kl_weight=1.0, generator=None):
-        q_z = self.encode(x)
+    def loss(self, x, kl_weight=1.0, generator=None, y=None):
+        q_z = self.encode(x, y)
         if self.objective == "iwae":
             z = q_z.rsample(self.iwae_k, generator)  # (K, B, k)
-            return negative_iwae(-self.decode(z).log_prob(x), q_z.log_prob(z) - self.prior.log_prob(z))
+            return negative_iwae(-self.decode(z, y).log_prob(x), q_z.log_prob(z) - self.prior.log_prob(z))
         z = q_z.rsample(None if self.mc_samples == 1 else self.mc_samples, generator)
         kl = q_z.kl() if self.kl_estimator == "analytic" else q_z.log_prob(z) - self.prior.log_prob(z)
-        return negative_elbo(-self.decode(z).log_prob(x), kl, self.beta * kl_weight)
+        return negative_elbo(-self.decode(z, y).log_prob(x), kl, self.beta * kl_weight)
 
-    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample −log p(x|z) and the analytic KL per example: (B,), (B,)."""
-        q_z = self.encode(x)
-        return -self.decode(q_z.rsample(generator=generator)).log_prob(x), q_z.kl()
+        q_z = self.encode(x, y)
+        return -self.decode(q_z.rsample(generator=generator), y).log_prob(x), q_z.kl()
 
-    def log_weights(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def log_weights(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x, z_k) − log q(z_k|x) for n draws z_k ~ q(z|x): (n, B). For evaluation: the decodes are spent."""
-        q_z = self.encode(x)
+        q_z = self.encode(x, y)
         z = q_z.rsample(n, generator)  # (n, B, k)
-        return self.decode(z).log_prob_(x) + self.prior.log_prob(z) - q_z.log_prob(z)
+        return self.decode(z, y).log_prob_(x) + self.prior.log_prob(z) - q_z.log_prob(z)
 
-    def prior_log_likelihoods(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def prior_log_likelihoods(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                              y: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x|z_k) for n draws z_k ~ p(z) per example: (n, B). For evaluation: the decodes are spent."""
         z = self.prior.sample(n * len(x), generator, x.device).view(n, len(x), -1)
-        return self.decode(z).log_prob_(x)
+        return self.decode(z, y).log_prob_(x)
 
 
 def _gaussian(params: torch.Tensor) -> DiagonalGaussian:
@@ -122,13 +127,13 @@ class HierarchicalVAE(VAE):
         super().__init__(encoder, decoder, likelihood, latent_dims[-1], beta, mc_samples, objective, iwae_k, "sampled")
         self.ups, self.downs, self.latent_dims = ups, downs, latent_dims
 
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
         q = _gaussian(self.encoder(x))
         for up in self.ups:
             q = _gaussian(up(q.mean))
         return q
 
-    def decode(self, z: torch.Tensor) -> Likelihood:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Likelihood:
         for down in reversed(self.downs):
             z = _gaussian(down(z)).mean
         return self.likelihood(self.decoder(z))
@@ -149,24 +154,49 @@ class HierarchicalVAE(VAE):
         p_x = self.likelihood(self.decoder(zs[0]))
         return -(p_x.log_prob_(x) if spent else p_x.log_prob(x)), log_q - log_p
 
-    def loss(self, x, kl_weight=1.0, generator=None):
+    def loss(self, x, kl_weight=1.0, generator=None, y=None):
         if self.objective == "iwae":
             return negative_iwae(*self._terms(x, self.iwae_k, generator))
         rec, kl = self._terms(x, None if self.mc_samples == 1 else self.mc_samples, generator)
         return negative_elbo(rec, kl, self.beta * kl_weight)
 
-    def elbo_terms(self, x, generator=None):
+    def elbo_terms(self, x, generator=None, y=None):
         return self._terms(x, None, generator)
 
-    def log_weights(self, x, n, generator=None):
+    def log_weights(self, x, n, generator=None, y=None):
         rec, log_ratio = self._terms(x, n, generator, spent=True)
         return -rec - log_ratio
 
-    def prior_log_likelihoods(self, x, n, generator=None):
+    def prior_log_likelihoods(self, x, n, generator=None, y=None):
         z = self.prior.sample(n * len(x), generator, x.device).view(n, len(x), -1)
         for down in reversed(self.downs):  # ancestral sampling down the layers
             z = _gaussian(down(z)).rsample(generator=generator)
         return self.likelihood(self.decoder(z)).log_prob_(x)
+
+
+class ConditionalVAE(VAE):
+    """q(z|x, y) and p(x|z, y) with y a class label fed to both as a one-hot vector (Sohn et al., 2015);
+    p(z) = N(0, I) stays unconditional, so z carries what the label does not: the style."""
+
+    def __init__(self, encoder, decoder, likelihood, latent_dim: int, n_classes: int, event_ndim: int, beta: float = 1.0,
+                 mc_samples: int = 1, objective: str = "elbo", iwae_k: int = 50, kl_estimator: str = "analytic"):
+        super().__init__(encoder, decoder, likelihood, latent_dim, beta, mc_samples, objective, iwae_k, kl_estimator)
+        self.n_classes, self.event_ndim = n_classes, event_ndim
+
+    def _onehot(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        if y is None:
+            raise VaekitError("a conditional VAE needs the labels y of its inputs (model.kind=cvae)")
+        if ((y < 0) | (y >= self.n_classes)).any():
+            raise VaekitError(f"label {int(y[(y < 0) | (y >= self.n_classes)][0])}: this conditional VAE knows labels 0 to {self.n_classes - 1}")
+        return F.one_hot(y.long(), self.n_classes).to(like.dtype).expand(*like.shape[:-1], self.n_classes)
+
+    def encode(self, x, y=None):
+        flat = x.flatten(-self.event_ndim)  # (*batch, D)
+        mu, log_var = self.encoder(torch.cat([flat, self._onehot(y, flat)], -1)).chunk(2, dim=-1)
+        return DiagonalGaussian(mu, log_var)
+
+    def decode(self, z, y=None):
+        return self.likelihood(self.decoder(torch.cat([z, self._onehot(y, z)], -1)))
 
 
 def build(cfg: ModelConfig) -> Autoencoder:
@@ -177,8 +207,13 @@ def build(cfg: ModelConfig) -> Autoencoder:
     lik = LIKELIHOODS[cfg.likelihood]
     likelihood = partial(Gaussian, event_ndim=len(shape), sigma=cfg.sigma) if lik is Gaussian else partial(lik, event_ndim=len(shape))
     bottom = cfg.stochastic_layers[0] if cfg.kind == "hvae" else cfg.latent_dim  # the layer that touches x
-    code = 2 * bottom if cfg.kind in ("vae", "hvae") else bottom
-    if cfg.net == "mlp":
+    code = 2 * bottom if cfg.kind in ("vae", "hvae", "cvae") else bottom
+    if cfg.kind == "cvae":
+        if cfg.net != "mlp" or not cfg.n_classes:
+            raise VaekitError("model.kind=cvae needs model.net=mlp and labelled data (model.n_classes is set from it)")
+        encoder = MLPEncoder((math.prod(shape) + cfg.n_classes,), cfg.hidden, 2 * cfg.latent_dim, cfg.activation)
+        decoder = MLPDecoder(shape, cfg.hidden, cfg.latent_dim + cfg.n_classes, lik.n_params, cfg.activation)
+    elif cfg.net == "mlp":
         encoder = MLPEncoder(shape, cfg.hidden, code, cfg.activation)
         decoder = MLPDecoder(shape, cfg.hidden, bottom, lik.n_params, cfg.activation)
     else:
@@ -193,6 +228,9 @@ def build(cfg: ModelConfig) -> Autoencoder:
         ups = nn.ModuleList(MLPEncoder((a,), cfg.upper_hidden, 2 * b, cfg.activation) for a, b in zip(dims, dims[1:]))
         downs = nn.ModuleList(MLPEncoder((b,), tuple(reversed(cfg.upper_hidden)), 2 * a, cfg.activation) for a, b in zip(dims, dims[1:]))
         model = HierarchicalVAE(encoder, decoder, likelihood, ups, downs, dims, cfg.beta, cfg.mc_samples, cfg.objective, cfg.iwae_k)
+    elif cfg.kind == "cvae":
+        model = ConditionalVAE(encoder, decoder, likelihood, cfg.latent_dim, cfg.n_classes, len(shape), cfg.beta, cfg.mc_samples,
+                               cfg.objective, cfg.iwae_k, cfg.kl_estimator)
     elif cfg.kind == "vae":
         model = VAE(encoder, decoder, likelihood, cfg.latent_dim, cfg.beta, cfg.mc_samples, cfg.objective, cfg.iwae_k, cfg.kl_estimator)
     elif cfg.kind == "dae":

@@ -34,9 +34,24 @@ def draw_samples(model, path: Path, n: int = 64, temperature: float = 1.0, seed:
     return {"path": path, "n": n, "temperature": temperature}
 
 
-def draw_reconstructions(model, x: torch.Tensor, path: Path) -> dict[str, Any]:
+def draw_reconstructions(model, x: torch.Tensor, path: Path, y: torch.Tensor | None = None) -> dict[str, Any]:
     """Originals above their reconstructions."""
-    save_grid(torch.cat([x, model.reconstruct(x)]), path, nrow=len(x))
+    save_grid(torch.cat([x, model.reconstruct(x, y)]), path, nrow=len(x))
+    return {"path": path, "n": len(x)}
+
+
+def draw_conditional_samples(model, path: Path, n: int = 10, temperature: float = 1.0, seed: int = 0,
+                             labels: list[int] | None = None) -> dict[str, Any]:
+    """One row per label, one prior draw of z per column."""
+    grid = explore.conditional_samples(model, n, _seeded(seed, _device(model)), temperature, labels)
+    save_grid(grid.flatten(0, 1), path, nrow=n)
+    return {"path": path, "n": n, "temperature": temperature}
+
+
+def draw_style_transfer(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> dict[str, Any]:
+    """Per row, an input and its style decoded under every label."""
+    grid = explore.style_transfer(model, x, y)  # (B, C, *shape)
+    save_grid(torch.cat([x[:, None], grid], 1).flatten(0, 1), path, nrow=grid.shape[1] + 1)
     return {"path": path, "n": len(x)}
 
 
@@ -86,7 +101,7 @@ def draw_embed(model, x: torch.Tensor, y: torch.Tensor | None, path: Path, metho
     labels = None if y is None else y.cpu().numpy()
     panels = []
     for m in (model, compare) if compare is not None else (model,):
-        points, how = explore.embed(m, x.to(_device(m)), method, seed)
+        points, how = explore.embed(m, x.to(_device(m)), method, seed, y)
         panels.append((points.numpy(), labels, f"{type(m).__name__}: {how}"))
     save_scatter(panels, path, classes)
     return {"path": path, "n": len(x), "method": method}
@@ -139,7 +154,14 @@ def draw_all(model, dataset, out: Path, seed: int = 0) -> list[tuple[str, Path, 
     x, y = first_test_rows(dataset, 2000, seed, device)
     is_vae = hasattr(model, "prior")
     shown: list[tuple[str, Path, str]] = []
-    if dataset.kind == "image":
+    if dataset.kind == "image" and hasattr(model, "n_classes"):  # conditional: every picture needs its labels
+        draw_reconstructions(model, x[:8], out / "reconstructions.png", y[:8])
+        shown.append(("Reconstructions", out / "reconstructions.png", "test images (top) and their reconstructions"))
+        draw_conditional_samples(model, out / "samples.png", 10, seed=seed)
+        shown.append(("Samples by label", out / "samples.png", "one row per label; each column one z ~ N(0, I)"))
+        draw_style_transfer(model, x[:6], y[:6], out / "style.png")
+        shown.append(("Style transfer", out / "style.png", "each test image, then its z decoded under every label"))
+    elif dataset.kind == "image":
         draw_reconstructions(model, x[:8], out / "reconstructions.png")
         shown.append(("Reconstructions", out / "reconstructions.png", "test images (top) and their reconstructions"))
         if is_vae:

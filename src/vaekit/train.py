@@ -47,8 +47,14 @@ def resolve(config: Config, dataset: Dataset) -> Config:
     binarize = config.data.binarize
     if binarize == "auto":
         binarize = "dynamic" if likelihood == "bernoulli" and dataset.kind == "image" else "none"
+    n_classes = config.model.n_classes
+    if config.model.kind == "cvae" and n_classes is None:
+        y = getattr(dataset.train, "y", None)
+        if y is None:
+            raise VaekitError(f"model.kind=cvae needs labels, and data {dataset.name!r} has none")
+        n_classes = len(dataset.classes) if dataset.classes else int(y.max()) + 1
     return replace(config, data=replace(config.data, binarize=binarize),
-                   model=replace(config.model, likelihood=likelihood, input_shape=tuple(dataset.shape)))
+                   model=replace(config.model, likelihood=likelihood, input_shape=tuple(dataset.shape), n_classes=n_classes))
 
 
 def prepare(config: Config, progress: bool = False) -> tuple[Config, Dataset]:
@@ -131,8 +137,8 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
         order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
         bar = _bar(progress, steps_per_epoch, s["batch"], f"epoch {epoch + 1}/{tc.epochs}")
         t0 = time.perf_counter() - s["seconds"]
-        for x, _ in train.batches(tc.batch_size, order, start=s["batch"], noise=noise, device=device):
-            out_ = model.loss(x, kl_weight=kl_warmup(s["step"], tc.kl_warmup_steps), generator=noise)
+        for x, y in train.batches(tc.batch_size, order, start=s["batch"], noise=noise, device=device):
+            out_ = model.loss(x, kl_weight=kl_warmup(s["step"], tc.kl_warmup_steps), generator=noise, y=y)
             opt.zero_grad(set_to_none=True)
             out_.loss.backward()
             if tc.grad_clip:

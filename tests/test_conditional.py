@@ -8,7 +8,7 @@ from vaekit import Config, fit
 from vaekit.cli import main
 from vaekit.errors import VaekitError
 from vaekit.evaluate import materialize
-from vaekit.explore import conditional_samples, style_transfer
+from vaekit.explore import conditional_samples, interpolate, style_transfer
 from vaekit.models import ConditionalVAE
 from vaekit.train import prepare
 
@@ -44,6 +44,8 @@ def test_style_transfer_keeps_z_and_changes_the_label(cvae):
     assert grid.shape == (5, 10, 1, 8, 8)
     for i in range(5):  # under its own label the transfer is the reconstruction
         assert torch.allclose(grid[i, y[i]], model.reconstruct(x[i:i + 1], y[i:i + 1])[0], atol=1e-6)
+    path = interpolate(model, x[0], x[1], 5, y=y[:2], label=int(y[0]))  # the style path, decoded as the first's class
+    assert torch.allclose(path[0], model.reconstruct(x[:1], y[:1])[0], atol=1e-6)
     with pytest.raises(VaekitError, match="needs the labels y"):
         model.encode(x)
     with pytest.raises(VaekitError, match="label 12: this conditional VAE knows labels 0 to 9"):
@@ -60,6 +62,9 @@ def test_cvae_from_the_command_line(cvae, tmp_path, capsys):
         assert im.size == ((11 * 10 + 2) * 8, (3 * 10 + 2) * 8)  # the input, then ten labels
     assert main(["eval", str(run.dir), "--k", "50", "--subset", "40", "--no-progress", "--no-baselines"]) == 0
     assert "log p(x), importance sampled K=50" in capsys.readouterr().out
-    assert main(["interpolate", str(run.dir), "--out", str(tmp_path)]) == 2
-    assert "a conditional VAE needs the labels y of its inputs" in capsys.readouterr().err
+    for command in (["reconstruct"], ["denoise"], ["impute", "--steps", "6", "--n", "20"], ["interpolate", "--label", "3"],
+                    ["traverse", "--units", "0,1"], ["manifold", "--label", "4", "--n", "5"], ["embed", "--n", "100"]):
+        assert main([command[0], str(run.dir), "--out", str(tmp_path), *command[1:]]) == 0, command
+    assert main(["manifold", str(run.dir), "--out", str(tmp_path)]) == 2
+    assert "drawn under one label: give --label" in capsys.readouterr().err
     assert main(["train", "--model", "cvae", "--data", str(tmp_path / "samples.png"), "--out", str(tmp_path / "x")]) == 2

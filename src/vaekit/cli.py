@@ -155,16 +155,19 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--n", type=int, default=500, help="test images to measure the error on (the picture shows 8)")
     p = add("interpolate", "decode the way between two test images' codes, linear and spherical", _interpolate)
+    p.add_argument("--label", type=int, help="conditional VAE: decode under this label (default: the first image's)")
     p.add_argument("--pair", type=int, nargs=2, action="append", metavar=("I", "J"), help="test indices (repeatable)")
     p.add_argument("--files", nargs=2, metavar=("A", "B"), help="two image files instead")
     p.add_argument("--steps", type=int, default=10)
     p = add("traverse", "sweep each latent unit around an input's code", _traverse)
+    p.add_argument("--label", type=int, help="conditional VAE: decode under this label (default: the image's own)")
     p.add_argument("--index", type=int, default=0, help="test image whose code the sweep starts from")
     p.add_argument("--units", help="comma-separated units (default: the --top most active)")
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--span", type=float, default=3.0)
     p.add_argument("--steps", type=int, default=9)
     p = add("manifold", "decode an inverse-CDF grid over two latent units (Kingma & Welling, Figure 4)", _manifold)
+    p.add_argument("--label", type=int, help="conditional VAE: the label to decode under (required for one)")
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--units", help="two units, e.g. 0,1 (default: 0,1 for a 2-D code, else the two most active)")
     p = add("embed", "scatter of posterior means coloured by label", _embed)
@@ -218,6 +221,11 @@ def _images(model, dataset, n, seed):
     return first_test_rows(dataset, n, seed, next(model.parameters()).device)
 
 
+def _if_conditional(model, y):
+    """The labels, for a model that encodes with them; None for any other."""
+    return y if hasattr(model, "n_classes") else None
+
+
 def _wrote(info: dict) -> int:
     print(f"wrote {info.pop('path')}" + "".join(f"; {k} {v:.4f}" if isinstance(v, float) else "" for k, v in info.items()))
     return 0
@@ -259,8 +267,8 @@ def _denoise(args) -> int:
     from .report import draw_denoise
 
     model, dataset, out = _open(args)
-    x, _ = _images(model, dataset, args.n, args.seed)
-    return _wrote(draw_denoise(model, x, out / "denoise.png", args.corruption, args.noise, args.seed))
+    x, y = _images(model, dataset, args.n, args.seed)
+    return _wrote(draw_denoise(model, x, out / "denoise.png", args.corruption, args.noise, args.seed, _if_conditional(model, y)))
 
 
 def _impute(args) -> int:
@@ -268,7 +276,7 @@ def _impute(args) -> int:
     from .report import draw_impute
 
     model, dataset, out = _open(args)
-    x, _ = _images(model, dataset, args.n, args.seed)
+    x, y = _images(model, dataset, args.n, args.seed)
     shape = tuple(x.shape[1:])
     if args.mask in MASKS:
         missing = make_mask(args.mask, shape, len(x), args.fraction, _generator(args.seed))
@@ -276,7 +284,8 @@ def _impute(args) -> int:
     else:
         missing, name = _mask_file(Path(args.mask), shape), Path(args.mask).stem
     train_x, _ = _images_of(dataset.train, model, args.seed)
-    info = draw_impute(model, x, missing, out / f"impute-{name}.png", train_x.mean(0), args.steps, args.method, args.seed)
+    info = draw_impute(model, x, missing, out / f"impute-{name}.png", train_x.mean(0), args.steps, args.method, args.seed,
+                       y=_if_conditional(model, y))
     print(f"imputation MSE over missing pixels: model {info['mse_model']:.4f}, mean imputation {info['mse_mean_imputation']:.4f}"
           + (f"; acceptance rate {info['acceptance_rate']:.2f}" if info["acceptance_rate"] is not None else ""))
     print(f"wrote {info['path']}")
@@ -321,19 +330,24 @@ def _interpolate(args) -> int:
 
     model, dataset, out = _open(args)
     shape = tuple(model.config.model.input_shape)
+    labels = None
     if args.files:
+        if hasattr(model, "n_classes"):
+            raise VaekitError("--files: a conditional VAE needs the labels of its inputs; interpolate between test images (--pair)")
         device = next(model.parameters()).device
         a, b = (torch.from_numpy(np.asarray(read_image(Path(f), shape[-2:], shape[0]), dtype=np.float32) / 255).reshape(shape).to(device)
                 for f in args.files)
         pairs = [(a, b)]
     else:
         wanted = args.pair or [[0, 1], [2, 3], [4, 5]]
-        x, _ = _images(model, dataset, max(max(p) for p in wanted) + 1, args.seed)
+        x, y = _images(model, dataset, max(max(p) for p in wanted) + 1, args.seed)
         bad = [i for p in wanted for i in p if not 0 <= i < len(x)]
         if bad:
             raise VaekitError(f"--pair: test index {bad[0]} is out of range (the test split has {len(x)} images)")
         pairs = [(x[i], x[j]) for i, j in wanted]
-    return _wrote(draw_interpolations(model, pairs, out / "interpolations.png", args.steps))
+        if hasattr(model, "n_classes"):
+            labels = [(y[[i, j]], int(y[i]) if args.label is None else args.label) for i, j in wanted]
+    return _wrote(draw_interpolations(model, pairs, out / "interpolations.png", args.steps, labels))
 
 
 def _units(text: str | None, flag: str) -> list[int] | None:
@@ -352,9 +366,12 @@ def _traverse(args) -> int:
     from .report import draw_traverse
 
     model, dataset, out = _open(args)
-    x, _ = _images(model, dataset, max(500, args.index + 1), args.seed)
-    units = _units(args.units, "--units") or most_active_units(model, x, args.top)
-    return _wrote(draw_traverse(model, x[args.index], out / "traverse.png", units, args.span, args.steps))
+    x, y = _images(model, dataset, max(500, args.index + 1), args.seed)
+    y = _if_conditional(model, y)
+    units = _units(args.units, "--units") or most_active_units(model, x, args.top, y)
+    label = None if y is None else (int(y[args.index]) if args.label is None else args.label)
+    return _wrote(draw_traverse(model, x[args.index], out / "traverse.png", units, args.span, args.steps,
+                                None if y is None else y[args.index], label))
 
 
 def _manifold(args) -> int:
@@ -363,13 +380,16 @@ def _manifold(args) -> int:
     from .report import draw_manifold
 
     model, dataset, out = _open(args)
+    if hasattr(model, "n_classes") and args.label is None:
+        raise VaekitError("a conditional VAE's manifold is drawn under one label: give --label")
     units = _units(args.units, "--units")
     if units is None:
+        x, y = _images(model, dataset, 500, args.seed)
         units = [0, 1] if getattr(model, "prior", None) is not None and model.prior.k == 2 else \
-            most_active_units(model, _images(model, dataset, 500, args.seed)[0], 2)
+            most_active_units(model, x, 2, _if_conditional(model, y))
     if len(units) != 2:
         raise VaekitError(f"--units {args.units!r}: the manifold needs exactly two units")
-    return _wrote(draw_manifold(model, out / "manifold.png", args.n, tuple(units)))
+    return _wrote(draw_manifold(model, out / "manifold.png", args.n, tuple(units), args.label))
 
 
 def _embed(args) -> int:

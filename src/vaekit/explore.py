@@ -48,12 +48,12 @@ def style_transfer(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def denoise(model, x: torch.Tensor, kind: str | None = None, level: float | None = None,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̃, x̂): x corrupted (a denoising autoencoder's own corruption unless named) and its reconstruction."""
     kind = kind or getattr(model, "corruption", "mask")
     level = level if level is not None else getattr(model, "noise", 0.25)
     x_tilde = corrupt(x, kind, level, generator)
-    return x_tilde, model.reconstruct(x_tilde)
+    return x_tilde, model.reconstruct(x_tilde, y)
 
 
 def make_mask(kind: str, shape: tuple[int, ...], n: int = 1, fraction: float = 0.5,
@@ -73,7 +73,8 @@ def make_mask(kind: str, shape: tuple[int, ...], n: int = 1, fraction: float = 0
 
 @torch.no_grad()
 def impute(model, x: torch.Tensor, missing: torch.Tensor, steps: int = 200, method: str = "pseudo-gibbs",
-           generator: torch.Generator | None = None, init: float | torch.Tensor = 0.5, chains: int = 10) -> tuple[torch.Tensor, float | None]:
+           generator: torch.Generator | None = None, init: float | torch.Tensor = 0.5, chains: int = 10,
+           y: torch.Tensor | None = None) -> tuple[torch.Tensor, float | None]:
     """Fill in the ``missing`` entries of x with E[x_miss | x_obs] under the model; observed entries are returned unchanged.
 
     A Markov chain over (z, x_miss): z from the encoder given the current completion, then
@@ -94,19 +95,20 @@ def impute(model, x: torch.Tensor, missing: torch.Tensor, steps: int = 200, meth
     xs, miss = x.repeat(chains, *[1] * (x.dim() - 1)), missing.repeat(chains, *[1] * (x.dim() - 1))  # (chains·B, ...)
     start = torch.as_tensor(init, dtype=x.dtype, device=x.device).expand_as(x).repeat(chains, *[1] * (x.dim() - 1))
     x_cur = torch.where(miss, start, xs)
+    ys = None if y is None else y.repeat(chains)
     z, accepted, total, kept = None, 0, torch.zeros_like(xs), 0
     for step in range(steps):
-        q_z = model.encode(x_cur)
+        q_z = model.encode(x_cur, ys)
         z_new = q_z.rsample(generator=generator)
         if method == "metropolis" and z is not None:
             # the current z re-weighed against the same proposal, given the current completion
-            log_ratio = _log_weight(model, x_cur, z_new, q_z) - _log_weight(model, x_cur, z, q_z)
+            log_ratio = _log_weight(model, x_cur, z_new, q_z, ys) - _log_weight(model, x_cur, z, q_z, ys)
             take = torch.rand(log_ratio.shape, generator=generator, device=x.device).log() < log_ratio
             accepted += int(take.sum())
             z = torch.where(take[:, None], z_new, z)
         else:
             z = z_new
-        p_x = model.decode(z)
+        p_x = model.decode(z, ys)
         x_cur = torch.where(miss, p_x.sample(generator).to(x.dtype), xs)
         if step >= steps // 2:
             total += p_x.mean
@@ -116,8 +118,13 @@ def impute(model, x: torch.Tensor, missing: torch.Tensor, steps: int = 200, meth
     return torch.where(missing, estimate, x), rate
 
 
-def _log_weight(model, x, z, q_z: DiagonalGaussian) -> torch.Tensor:
-    return model.decode(z).log_prob(x) + model.prior.log_prob(z) - q_z.log_prob(z)
+def _log_weight(model, x, z, q_z: DiagonalGaussian, y=None) -> torch.Tensor:
+    return model.decode(z, y).log_prob(x) + model.prior.log_prob(z) - q_z.log_prob(z)
+
+
+def _decode_labels(label: int | None, shape: tuple[int, ...], device) -> torch.Tensor | None:
+    """The label a conditional model decodes a batch of z under, as a tensor of the batch's shape."""
+    return None if label is None else torch.full(shape, label, dtype=torch.long, device=device)
 
 
 def imputation_error(x_true: torch.Tensor, x_filled: torch.Tensor, missing: torch.Tensor) -> float:
@@ -137,34 +144,38 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, spherical: bool = False) -> torch.Tensor:
-    """Decode the path from z0 = E[z|x0] to z1 = E[z|x1] at ``steps`` evenly spaced t: (steps, *shape)."""
+def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, spherical: bool = False,
+                y: torch.Tensor | None = None, label: int | None = None) -> torch.Tensor:
+    """Decode the path from z0 = E[z|x0] to z1 = E[z|x1] at ``steps`` evenly spaced t: (steps, *shape).
+    A conditional model encodes with the inputs' labels ``y`` (2,) and decodes under ``label``."""
     if steps < 2:
         raise VaekitError(f"steps={steps}: an interpolation needs at least its two endpoints")
-    z0, z1 = model.encode(torch.stack([x0, x1])).mean  # (k,) each
+    z0, z1 = model.encode(torch.stack([x0, x1]), y).mean  # (k,) each
     t = torch.linspace(0, 1, steps, device=z0.device)[:, None]  # (steps, 1)
     z = slerp(z0, z1, t) if spherical else (1 - t) * z0 + t * z1
-    return model.decode(z).mean
+    return model.decode(z, _decode_labels(label, (steps,), z.device)).mean
 
 
 @torch.no_grad()
-def most_active_units(model, x: torch.Tensor, n: int | None = None) -> list[int]:
+def most_active_units(model, x: torch.Tensor, n: int | None = None, y: torch.Tensor | None = None) -> list[int]:
     """Latent units ordered by the variance of their posterior means over x (Burda et al.'s activity)."""
-    mu = model.encode(x).mean
+    mu = model.encode(x, y).mean
     order = mu.var(0).argsort(descending=True).tolist() if len(x) > 1 else list(range(mu.shape[-1]))
     return order[:n]
 
 
 @torch.no_grad()
-def traverse(model, x: torch.Tensor, units: list[int], span: float = 3.0, steps: int = 9) -> torch.Tensor:
-    """Each unit in turn swept over [−span, span] while the others stay at E[z|x]: (len(units), steps, *shape)."""
-    z = model.encode(x[None]).mean[0]  # (k,)
+def traverse(model, x: torch.Tensor, units: list[int], span: float = 3.0, steps: int = 9,
+             y: torch.Tensor | None = None, label: int | None = None) -> torch.Tensor:
+    """Each unit in turn swept over [−span, span] while the others stay at E[z|x]: (len(units), steps, *shape).
+    A conditional model encodes x with its label ``y`` (a 0-d tensor) and decodes under ``label``."""
+    z = model.encode(x[None], None if y is None else y.reshape(1)).mean[0]  # (k,)
     _check_units(units, z.shape[-1])
     values = torch.linspace(-span, span, steps, device=z.device)
     grid = z.repeat(len(units), steps, 1)  # (U, steps, k)
     for row, u in enumerate(units):
         grid[row, :, u] = values
-    return model.decode(grid).mean
+    return model.decode(grid, _decode_labels(label, grid.shape[:2], grid.device)).mean
 
 
 def manifold_z(n: int, k: int, units: tuple[int, int] = (0, 1), base: torch.Tensor | None = None) -> torch.Tensor:
@@ -182,11 +193,12 @@ def manifold_z(n: int, k: int, units: tuple[int, int] = (0, 1), base: torch.Tens
 
 
 @torch.no_grad()
-def manifold(model, n: int = 20, units: tuple[int, int] = (0, 1), base: torch.Tensor | None = None) -> torch.Tensor:
-    """Decoder means over ``manifold_z``: (n, n, *shape)."""
+def manifold(model, n: int = 20, units: tuple[int, int] = (0, 1), base: torch.Tensor | None = None,
+             label: int | None = None) -> torch.Tensor:
+    """Decoder means over ``manifold_z`` (under ``label`` for a conditional model): (n, n, *shape)."""
     _needs_prior(model)
     device = next(model.parameters()).device
-    return model.decode(manifold_z(n, model.prior.k, units, base).to(device)).mean
+    return model.decode(manifold_z(n, model.prior.k, units, base).to(device), _decode_labels(label, (n, n), device)).mean
 
 
 @torch.no_grad()

@@ -55,19 +55,20 @@ def draw_style_transfer(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> 
     return {"path": path, "n": len(x)}
 
 
-def draw_denoise(model, x: torch.Tensor, path: Path, kind: str | None = None, level: float | None = None, seed: int = 0) -> dict[str, Any]:
+def draw_denoise(model, x: torch.Tensor, path: Path, kind: str | None = None, level: float | None = None, seed: int = 0,
+                 y: torch.Tensor | None = None) -> dict[str, Any]:
     """Rows: corrupted, denoised, clean."""
-    x_tilde, x_hat = explore.denoise(model, x, kind, level, _seeded(seed, _device(model)))
+    x_tilde, x_hat = explore.denoise(model, x, kind, level, _seeded(seed, _device(model)), y)
     save_grid(torch.cat([x_tilde, x_hat, x]), path, nrow=len(x))
     return {"path": path, "n": len(x), "mse_corrupted": (x_tilde - x).pow(2).mean().item(), "mse_denoised": (x_hat - x).pow(2).mean().item()}
 
 
 def draw_impute(model, x: torch.Tensor, missing: torch.Tensor, path: Path, mean_image: torch.Tensor, steps: int = 200,
-                method: str = "pseudo-gibbs", seed: int = 0, show: int = 8) -> dict[str, Any]:
+                method: str = "pseudo-gibbs", seed: int = 0, show: int = 8, y: torch.Tensor | None = None) -> dict[str, Any]:
     """Rows: the observed part (missing pixels grey), the model's completion, the truth; with the
     error over the missing pixels against filling them with the training mean."""
     missing = missing.expand_as(x).to(x.device)
-    filled, rate = explore.impute(model, x, missing, steps, method, _seeded(seed, _device(model)))
+    filled, rate = explore.impute(model, x, missing, steps, method, _seeded(seed, _device(model)), y=y)
     by_mean = torch.where(missing, mean_image.to(x.device).expand_as(x), x)
     shown = torch.where(missing[:show], torch.full_like(x[:show], 0.5), x[:show])
     save_grid(torch.cat([shown, filled[:show], x[:show]]), path, nrow=min(show, len(x)))
@@ -75,22 +76,27 @@ def draw_impute(model, x: torch.Tensor, missing: torch.Tensor, path: Path, mean_
             "mse_model": explore.imputation_error(x, filled, missing), "mse_mean_imputation": explore.imputation_error(x, by_mean, missing)}
 
 
-def draw_interpolations(model, pairs: list[tuple[torch.Tensor, torch.Tensor]], path: Path, steps: int = 10) -> dict[str, Any]:
-    """Per pair, a linear strip and a spherical one, each from the first input's code to the second's."""
-    rows = [explore.interpolate(model, a, b, steps, spherical) for a, b in pairs for spherical in (False, True)]
+def draw_interpolations(model, pairs: list[tuple[torch.Tensor, torch.Tensor]], path: Path, steps: int = 10,
+                        labels: list[tuple[torch.Tensor, int]] | None = None) -> dict[str, Any]:
+    """Per pair, a linear strip and a spherical one, each from the first input's code to the second's.
+    ``labels``: for a conditional model, per pair the inputs' labels (2,) and the label to decode under."""
+    labels = labels or [(None, None)] * len(pairs)
+    rows = [explore.interpolate(model, a, b, steps, spherical, y, label) for (a, b), (y, label) in zip(pairs, labels)
+            for spherical in (False, True)]
     save_grid(torch.cat(rows), path, nrow=steps)
     return {"path": path, "pairs": len(pairs), "steps": steps}
 
 
-def draw_traverse(model, x: torch.Tensor, path: Path, units: list[int], span: float = 3.0, steps: int = 9) -> dict[str, Any]:
+def draw_traverse(model, x: torch.Tensor, path: Path, units: list[int], span: float = 3.0, steps: int = 9,
+                  y: torch.Tensor | None = None, label: int | None = None) -> dict[str, Any]:
     """One row per latent unit, swept over [−span, span] around x's posterior mean."""
-    grid = explore.traverse(model, x, units, span, steps)
+    grid = explore.traverse(model, x, units, span, steps, y, label)
     save_grid(grid.flatten(0, 1), path, nrow=steps)
     return {"path": path, "units": units, "span": span}
 
 
-def draw_manifold(model, path: Path, n: int = 20, units: tuple[int, int] = (0, 1)) -> dict[str, Any]:
-    grid = explore.manifold(model, n, units)
+def draw_manifold(model, path: Path, n: int = 20, units: tuple[int, int] = (0, 1), label: int | None = None) -> dict[str, Any]:
+    grid = explore.manifold(model, n, units, label=label)
     save_grid(grid.flatten(0, 1), path, nrow=n, upscale=max(1, 32 // grid.shape[-2]))
     return {"path": path, "n": n, "units": list(units)}
 

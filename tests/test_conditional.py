@@ -68,3 +68,29 @@ def test_cvae_from_the_command_line(cvae, tmp_path, capsys):
     assert main(["manifold", str(run.dir), "--out", str(tmp_path)]) == 2
     assert "drawn under one label: give --label" in capsys.readouterr().err
     assert main(["train", "--model", "cvae", "--data", str(tmp_path / "samples.png"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_attribute_vectors_from_csv_columns_condition_the_decoder(tmp_path):
+    g = np.random.default_rng(0)
+    a = g.integers(0, 2, size=(1500, 2)).astype(float)  # two binary attributes
+    u, v = np.array([3, 0, 0, 3, 0, 0]), np.array([0, 3, 0, 0, -3, 0])
+    x = a[:, :1] * u + a[:, 1:] * v + 0.3 * g.standard_normal((1500, 6))  # the attributes shift x; the rest is noise
+    lines = ["x0,x1,x2,x3,x4,x5,smile,glasses"] + [",".join(f"{c:.4f}" for c in row) for row in np.hstack([x, a])]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    sets = [f'data.name="{tmp_path / "t.csv"}"', 'data.condition_columns=["smile", "glasses"]', 'model.kind="cvae"', "model.latent_dim=2",
+            "model.hidden=[32]", 'model.likelihood="gaussian"', "model.sigma=0.3", "train.epochs=300", "train.lr=0.003", "train.tensorboard=false"]
+    run = fit(Config(out=str(tmp_path / "r")).override(sets))
+    assert run.config.model.n_classes == 2 and tuple(run.config.model.input_shape) == (6,)
+    model = run.model.eval()
+    with torch.no_grad():
+        z = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
+        for cond in ([0, 0], [1, 0], [0, 1], [1, 1]):  # E[x | a] = E_z[μ(z, a)] is the attributes' shift
+            mean = model.decode(z, torch.tensor([cond], dtype=torch.float32)).mean.mean(0).numpy()
+            assert np.allclose(mean, cond[0] * u + cond[1] * v, atol=0.3), (cond, mean)
+    with pytest.raises(VaekitError, match="condition vectors of length 3: this conditional VAE takes 2"):
+        model.decode(torch.zeros(1, 2), torch.zeros(1, 3))
+
+
+def test_labels_and_attribute_columns_exclude_each_other():
+    with pytest.raises(VaekitError, match="give labels or attribute columns, not both"):
+        Config().override(['data.label_column="y"', 'data.condition_columns=["a"]'])

@@ -28,9 +28,12 @@ class DataConfig:
     test_size: float = 0.1  # held out when a data set has no test split of its own
     stream: bool = False  # read a .npy file in chunks from disk instead of loading it (flat memory)
     label_column: str | None = None  # CSV: the column holding labels, kept out of x
+    condition_columns: tuple[str, ...] = ()  # CSV: columns kept out of x as attribute vectors a conditional VAE is given
 
     def __post_init__(self):
         _check(self, "data", val_size=">0", test_size=">0")
+        if self.label_column is not None and self.condition_columns:
+            raise VaekitError("data.label_column and data.condition_columns: give labels or attribute columns, not both")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class ModelConfig:
     noise: float = 0.3  # DAE corruption level: σ of the Gaussian, or the fraction of pixels hit
     init_std: float | None = None  # weights from N(0, init_std²) as in the AEVB paper; None: PyTorch's default
     input_shape: tuple[int, ...] | None = None  # filled in from the data: (C, H, W) images, (D,) tables
-    n_classes: int | None = None  # cvae: filled in from the data's labels
+    n_classes: int | None = None  # cvae: filled in from the data: the number of classes, or of condition columns
 
     def __post_init__(self):
         _check(self, "model", latent_dim=">=1", stochastic_layers=">=1", upper_hidden=">=1", hidden=">=1", channels=">=1", sigma=">0", beta=">=0",

@@ -190,7 +190,7 @@ def _baselines(data: Dataset, mu: torch.Tensor, x: torch.Tensor, y, model, devic
     pca = PCA(n_components=min(k, *flat_t.shape), random_state=0).fit(flat_t)
     recon = pca.inverse_transform(pca.transform(flat))
     out: dict[str, Any] = {"train_rows": len(xt), "pca_mse_per_pixel": float(((recon - flat) ** 2).mean())}
-    if y is not None and yt is not None and len(torch.unique(yt)) > 1:
+    if y is not None and yt is not None and y.dim() == 1 and not y.is_floating_point() and len(torch.unique(yt)) > 1:
         feats_t = model.encode(xt, yt).mean.cpu().numpy()
 
         def probe(train_features, features):

@@ -175,8 +175,9 @@ class HierarchicalVAE(VAE):
 
 
 class ConditionalVAE(VAE):
-    """q(z|x, y) and p(x|z, y) with y a class label fed to both as a one-hot vector (Sohn et al., 2015);
-    p(z) = N(0, I) stays unconditional, so z carries what the label does not: the style."""
+    """q(z|x, y) and p(x|z, y) with y a class label fed to both as a one-hot vector, or an attribute
+    vector as it is (Sohn et al., 2015); p(z) = N(0, I) stays unconditional, so z carries what the
+    condition does not: the style."""
 
     def __init__(self, encoder, decoder, likelihood, latent_dim: int, n_classes: int, event_ndim: int, beta: float = 1.0,
                  mc_samples: int = 1, objective: str = "elbo", iwae_k: int = 50, kl_estimator: str = "analytic"):
@@ -184,8 +185,13 @@ class ConditionalVAE(VAE):
         self.n_classes, self.event_ndim = n_classes, event_ndim
 
     def _onehot(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """The condition as a vector per example: a label one-hot, or an attribute vector as it is."""
         if y is None:
             raise VaekitError("a conditional VAE needs the labels y of its inputs (model.kind=cvae)")
+        if y.is_floating_point():
+            if y.shape[-1] != self.n_classes:
+                raise VaekitError(f"condition vectors of length {y.shape[-1]}: this conditional VAE takes {self.n_classes}")
+            return y.to(like.dtype).expand(*like.shape[:-1], self.n_classes)
         if ((y < 0) | (y >= self.n_classes)).any():
             raise VaekitError(f"label {int(y[(y < 0) | (y >= self.n_classes)][0])}: this conditional VAE knows labels 0 to {self.n_classes - 1}")
         return F.one_hot(y.long(), self.n_classes).to(like.dtype).expand(*like.shape[:-1], self.n_classes)

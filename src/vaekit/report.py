@@ -104,7 +104,7 @@ def draw_manifold(model, path: Path, n: int = 20, units: tuple[int, int] = (0, 1
 def draw_embed(model, x: torch.Tensor, y: torch.Tensor | None, path: Path, method: str = "pca", compare=None,
                classes: list[str] | None = None, seed: int = 0) -> dict[str, Any]:
     """Posterior means of x coloured by label; a second model's beside them with ``compare``."""
-    labels = None if y is None else y.cpu().numpy()
+    labels = None if y is None or y.dim() > 1 else y.cpu().numpy()  # attribute vectors colour nothing
     panels = []
     for m in (model, compare) if compare is not None else (model,):
         points, how = explore.embed(m, x.to(_device(m)), method, seed, y)

@@ -48,7 +48,9 @@ def resolve(config: Config, dataset: Dataset) -> Config:
     if binarize == "auto":
         binarize = "dynamic" if likelihood == "bernoulli" and dataset.kind == "image" else "none"
     n_classes = config.model.n_classes
-    if config.model.kind == "cvae" and n_classes is None:
+    if config.model.kind == "cvae" and n_classes is None and config.data.condition_columns:
+        n_classes = len(config.data.condition_columns)
+    elif config.model.kind == "cvae" and n_classes is None:
         y = getattr(dataset.train, "y", None)
         if y is None:
             raise VaekitError(f"model.kind=cvae needs labels, and data {dataset.name!r} has none")

@@ -97,7 +97,7 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
     elif path.suffix == ".npz":
         x, y = read_npz(path)
     elif path.suffix == ".csv":
-        x, y = read_csv(path, cfg.label_column)
+        x, y = read_csv(path, cfg.label_column, cfg.condition_columns)
     else:
         raise VaekitError(f"{path}: unsupported data file; expected .npy, .npz, .csv or a folder of images")
     x = _as_storable(x, path)

@@ -150,8 +150,9 @@ def read_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[s
     return x, None, None
 
 
-def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """A numeric table with a header row; every cell must be a finite number."""
+def read_csv(path: Path, label_column: str | None, condition_columns: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray | None]:
+    """A numeric table with a header row; every cell must be a finite number. ``label_column`` becomes
+    integer labels, or ``condition_columns`` float attribute vectors (for a conditional VAE); either leaves x."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
@@ -161,8 +162,9 @@ def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
     if len(rows) < 2:
         raise VaekitError(f"{path}: expected a header row and at least one data row")
     header, body = rows[0], rows[1:]
-    if label_column is not None and label_column not in header:
-        raise VaekitError(f"{path}: no column named {label_column!r} (columns: {', '.join(header)})")
+    for column in ([label_column] if label_column is not None else []) + list(condition_columns):
+        if column not in header:
+            raise VaekitError(f"{path}: no column named {column!r} (columns: {', '.join(header)})")
     values = np.empty((len(body), len(header)), dtype=np.float64)
     for i, row in enumerate(body):
         if len(row) != len(header):
@@ -175,6 +177,9 @@ def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
             if not math.isfinite(v):
                 raise VaekitError(f"{path}, line {i + 2}, column {header[j]!r}: {cell!r} is not a finite number")
             values[i, j] = v
+    if condition_columns:
+        js = [header.index(c) for c in condition_columns]
+        return np.delete(values, js, axis=1).astype(np.float32), values[:, js].astype(np.float32)
     if label_column is None:
         return values.astype(np.float32), None
     j = header.index(label_column)

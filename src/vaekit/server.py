@@ -50,8 +50,9 @@ class Explorer:
     def __init__(self, model, dataset=None, seed: int = 0):
         from .report import first_test_rows
 
-        if not hasattr(model, "prior"):
-            raise VaekitError(f"the explorer needs a VAE; this run holds a {type(model).__name__} (model.kind=vae)")
+        if not hasattr(model, "prior") or hasattr(model, "n_classes"):
+            raise VaekitError(f"the explorer drives an unconditional VAE; this run holds a {type(model).__name__} "
+                              "(use vaekit sample --label and vaekit style for a conditional one)")
         self.model, self.lock = model.eval(), threading.Lock()
         self.shape = tuple(model.config.model.input_shape) if hasattr(model, "config") else None
         self.k = model.prior.k

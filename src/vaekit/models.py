@@ -87,8 +87,9 @@ class VAE(Autoencoder):
             z = q_z.rsample(self.iwae_k, generator)  # (K, B, k)
             return negative_iwae(-self.decode(z, y).log_prob(x), q_z.log_prob(z) - self.prior.log_prob(z))
         z = q_z.rsample(None if self.mc_samples == 1 else self.mc_samples, generator)
+        rec = -self.decode(z, y).log_prob(x)  # before the KL, as in the IWAE path: autograd then sums in the same order
         kl = q_z.kl() if self.kl_estimator == "analytic" else q_z.log_prob(z) - self.prior.log_prob(z)
-        return negative_elbo(-self.decode(z, y).log_prob(x), kl, self.beta * kl_weight)
+        return negative_elbo(rec, kl, self.beta * kl_weight)
 
     def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample −log p(x|z) and the analytic KL per example: (B,), (B,)."""

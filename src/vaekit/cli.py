@@ -22,6 +22,7 @@ TRAIN_FLAGS = {
     "beta": ("model.beta", float, "weight of the KL term"),
     "objective": ("model.objective", str, "elbo, or iwae: the K-sample importance weighted bound"),
     "k": ("model.iwae_k", int, "K, importance samples of the iwae objective"),
+    "estimator": ("model.estimator", str, "encoder gradient: reparameterization, score-function or score-function-baseline"),
     "epochs": ("train.epochs", int, "passes over the training data"),
     "batch_size": ("train.batch_size", int, "minibatch size M"),
     "lr": ("train.lr", float, "learning rate"),

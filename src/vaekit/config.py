@@ -53,6 +53,7 @@ class ModelConfig:
     objective: Literal["elbo", "iwae"] = "elbo"  # iwae: the K-sample importance weighted bound (Burda et al., 2015)
     iwae_k: int = 50  # K of the iwae objective; K = 1 is the ELBO with the sampled KL
     kl_estimator: Literal["analytic", "sampled"] = "analytic"  # the ELBO's KL in closed form, or log q(z|x) − log p(z)
+    estimator: Literal["reparameterization", "score-function", "score-function-baseline"] = "reparameterization"  # encoder gradient
     corruption: Literal["gaussian", "mask", "salt-pepper"] = "gaussian"  # denoising AE only
     noise: float = 0.3  # DAE corruption level: σ of the Gaussian, or the fraction of pixels hit
     init_std: float | None = None  # weights from N(0, init_std²) as in the AEVB paper; None: PyTorch's default

@@ -208,3 +208,20 @@ def _bar(progress: bool, total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="image", desc="evaluating", dynamic_ncols=True)
+
+
+def encoder_gradient_variance(model, x: torch.Tensor, estimator: str, n: int = 50, generator: torch.Generator | None = None,
+                              y: torch.Tensor | None = None) -> dict[str, Any]:
+    """The variance, over n independent draws of z, of the minibatch gradient of −ELBO with respect to each
+    encoder parameter, under ``estimator`` (reparameterization, score-function, score-function-baseline):
+    its mean over parameters, and the mean gradient (equal across unbiased estimators up to noise)."""
+    if estimator not in ("reparameterization", "score-function", "score-function-baseline"):
+        raise VaekitError(f"estimator {estimator!r}: expected reparameterization, score-function or score-function-baseline")
+    params = list(model.encoder.parameters())
+    saved, model.estimator = model.estimator, estimator
+    try:
+        draws = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(model.loss(x, generator=generator, y=y).loss, params)])
+                             for _ in range(n)])  # (n, P)
+    finally:
+        model.estimator = saved
+    return {"estimator": estimator, "n": n, "mean_variance": draws.var(0).mean().item(), "mean_gradient": draws.mean(0)}

@@ -18,7 +18,7 @@ from .data.corrupt import corrupt
 from .distributions import LIKELIHOODS, DiagonalGaussian, Gaussian, Likelihood, PointMass, StandardNormal
 from .errors import VaekitError
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .objectives import LossOutput, negative_elbo, negative_iwae
+from .objectives import LossOutput, negative_elbo, negative_iwae, score_function_surrogate
 
 
 class Autoencoder(nn.Module):
@@ -64,11 +64,11 @@ class VAE(Autoencoder):
     """q(z|x) = N(μ(x), diag σ²(x)) from an encoder predicting (μ, log σ²); p(z) = N(0, I); loss −ELBO with weight β on the KL."""
 
     def __init__(self, encoder, decoder, likelihood, latent_dim: int, beta: float = 1.0, mc_samples: int = 1,
-                 objective: str = "elbo", iwae_k: int = 50, kl_estimator: str = "analytic"):
+                 objective: str = "elbo", iwae_k: int = 50, kl_estimator: str = "analytic", estimator: str = "reparameterization"):
         super().__init__(encoder, decoder, likelihood)
         self.prior = StandardNormal(latent_dim)
         self.beta, self.mc_samples = beta, mc_samples
-        self.objective, self.iwae_k, self.kl_estimator = objective, iwae_k, kl_estimator
+        self.objective, self.iwae_k, self.kl_estimator, self.estimator = objective, iwae_k, kl_estimator, estimator
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
         mu, log_var = self.encoder(x).chunk(2, dim=-1)
@@ -87,9 +87,21 @@ class VAE(Autoencoder):
             z = q_z.rsample(self.iwae_k, generator)  # (K, B, k)
             return negative_iwae(-self.decode(z, y).log_prob(x), q_z.log_prob(z) - self.prior.log_prob(z))
         z = q_z.rsample(None if self.mc_samples == 1 else self.mc_samples, generator)
+        if self.estimator != "reparameterization":
+            return self._score_function_loss(x, z.detach(), q_z, kl_weight, y)
         rec = -self.decode(z, y).log_prob(x)  # before the KL, as in the IWAE path: autograd then sums in the same order
         kl = q_z.kl() if self.kl_estimator == "analytic" else q_z.log_prob(z) - self.prior.log_prob(z)
         return negative_elbo(rec, kl, self.beta * kl_weight)
+
+    def _score_function_loss(self, x, z, q_z, kl_weight, y) -> LossOutput:
+        """−ELBO whose encoder gradient for the reconstruction term is the score-function estimate (z carries no
+        path to φ); the KL keeps its closed-form gradient. With "score-function-baseline" the signal is centred
+        on its batch mean."""
+        log_px = self.decode(z, y).log_prob(x)  # (L, B) or (B,)
+        baseline = log_px.detach().mean() if self.estimator == "score-function-baseline" else 0.0
+        s = score_function_surrogate(log_px, q_z.log_prob(z), baseline)
+        out = negative_elbo(-log_px, q_z.kl(), self.beta * kl_weight)
+        return LossOutput(out.loss - (s - s.detach()).mean(), out.recon, out.kl)
 
     def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample −log p(x|z) and the analytic KL per example: (B,), (B,)."""
@@ -239,7 +251,8 @@ def build(cfg: ModelConfig) -> Autoencoder:
         model = ConditionalVAE(encoder, decoder, likelihood, cfg.latent_dim, cfg.n_classes, len(shape), cfg.beta, cfg.mc_samples,
                                cfg.objective, cfg.iwae_k, cfg.kl_estimator)
     elif cfg.kind == "vae":
-        model = VAE(encoder, decoder, likelihood, cfg.latent_dim, cfg.beta, cfg.mc_samples, cfg.objective, cfg.iwae_k, cfg.kl_estimator)
+        model = VAE(encoder, decoder, likelihood, cfg.latent_dim, cfg.beta, cfg.mc_samples, cfg.objective, cfg.iwae_k, cfg.kl_estimator,
+                    cfg.estimator)
     elif cfg.kind == "dae":
         model = DenoisingAutoencoder(encoder, decoder, likelihood, cfg.corruption, cfg.noise)
     else:

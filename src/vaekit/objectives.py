@@ -39,6 +39,14 @@ def negative_iwae(rec: torch.Tensor, log_ratio: torch.Tensor) -> LossOutput:
     return LossOutput(-bound.mean(), rec.mean(), log_ratio.mean())
 
 
+def score_function_surrogate(signal: torch.Tensor, log_q: torch.Tensor, baseline: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """A term whose gradient is the score-function (REINFORCE; Williams, 1992) estimate (f − b) ∇_φ log q(z|x):
+    the learning signal f, held fixed, times the score of the sample. A baseline b that does not depend on z
+    leaves it unbiased (E_q[∇ log q] = 0) and can cut its variance. Add ``s - s.detach()`` to a loss to get
+    the gradient without changing the loss's value."""
+    return (signal - baseline).detach() * log_q
+
+
 def kl_warmup(step: int, warmup_steps: int) -> float:
     """Linear KL warm-up: the KL weight goes 0 → 1 over ``warmup_steps`` (1 throughout when 0)."""
     return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)

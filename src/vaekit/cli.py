@@ -185,6 +185,17 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_features)
+    p = sub.add_parser("reproduce", help="rerun an experiment of Kingma & Welling (2013): figures, raw numbers, a summary")
+    p.add_argument("experiment", choices=("grad-variance",))
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--budget", type=int, default=600_000, help="training samples to evaluate")
+    p.add_argument("--checkpoints", type=int, default=6)
+    p.add_argument("--draws", type=int, default=50, help="draws of z per variance estimate")
+    p.add_argument("--out", default="runs/reproduce")
+    p.add_argument("--data-dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_reproduce)
     p = sub.add_parser("classify", help="classifier from the encoder vs from scratch vs PCA + logistic regression, with few labels")
     p.add_argument("run", help="run directory")
     p.add_argument("--labels", type=int, default=100, help="labelled training examples")
@@ -470,6 +481,16 @@ def _classify(args) -> int:
     print(f"test accuracy with {r['labels']} labelled examples (mean of {r['repeats']} draws), latent size {r['latent_dim']}:")
     for name, acc in r["accuracy"].items():
         print(f"  {name:<28} {acc:.3f}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .reproduce import grad_variance
+
+    out = Path(args.out) / args.experiment
+    r = grad_variance(out, args.dataset, args.budget, args.checkpoints, args.draws, args.data_dir, args.seed, not args.no_progress)
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}/: grad_variance.json, grad_variance.csv, grad_variance.png, summary.md ({len(r['rows'])} checkpoints)")
     return 0
 
 

@@ -1,0 +1,79 @@
+"""The baselines Auto-Encoding Variational Bayes is measured against: the wake-sleep algorithm
+(Hinton et al., 1995) and Monte-Carlo EM with a Hamiltonian Monte Carlo E-step (Duane et al.,
+1987; Neal, 2011). Both work on the same VAE networks: ``model.decoder`` is the generative model,
+``model.encoder`` (wake-sleep only) the recognition model.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+LogDensity = Callable[[torch.Tensor], torch.Tensor]  # z (B, k) -> log density up to a constant (B,)
+
+
+def _value_and_grad(log_prob: LogDensity, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        lp = log_prob(z)
+        (g,) = torch.autograd.grad(lp.sum(), z)
+    return lp.detach(), g
+
+
+def hmc_step(z: torch.Tensor, log_prob: LogDensity, step_size: float, n_leapfrog: int,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One HMC transition per row of z: fresh momentum, ``n_leapfrog`` leapfrog steps, a Metropolis
+    test on the Hamiltonian. It leaves the density ``log_prob`` invariant. Returns (z', accepted (B,))."""
+    p0 = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    lp0, g = _value_and_grad(log_prob, z)
+    zz, p = z.detach(), p0 + 0.5 * step_size * g
+    for i in range(n_leapfrog):
+        zz = zz + step_size * p
+        lp, g = _value_and_grad(log_prob, zz)
+        if i < n_leapfrog - 1:
+            p = p + step_size * g
+    p = p + 0.5 * step_size * g
+    log_accept = (lp - 0.5 * p.pow(2).sum(-1)) - (lp0 - 0.5 * p0.pow(2).sum(-1))
+    u = torch.rand(log_accept.shape, generator=generator, device=z.device)
+    accepted = torch.isfinite(log_accept) & (u.log() < log_accept)
+    return torch.where(accepted[:, None], zz, z.detach()), accepted
+
+
+def log_joint(model, x: torch.Tensor) -> LogDensity:
+    """z -> log p(x, z) = log p(x|z) + log p(z) under the model's decoder and prior, for fixed x."""
+    return lambda z: model.decode(z).log_prob(x) + model.prior.log_prob(z)
+
+
+def mcem_step(model, x: torch.Tensor, z: torch.Tensor, optimizer: torch.optim.Optimizer, step_size: float = 0.1,
+              n_leapfrog: int = 10, n_hmc: int = 10, generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """Monte-Carlo EM as in Kingma & Welling's comparison: an E-step of ``n_hmc`` HMC transitions of each
+    data point's z under p(z|x) (warm-started from the last ``z``), then one gradient M-step on the
+    decoder's parameters of the mean log p(x, z). Returns the new z and the E-step's acceptance rate."""
+    accepted = 0.0
+    for _ in range(n_hmc):
+        z, acc = hmc_step(z, log_joint(model, x), step_size, n_leapfrog, generator)
+        accepted += acc.float().mean().item()
+    optimizer.zero_grad(set_to_none=True)
+    (-log_joint(model, x)(z.detach()).mean()).backward()
+    optimizer.step()
+    return z.detach(), accepted / n_hmc
+
+
+def wake_sleep_step(model, x: torch.Tensor, wake_optimizer: torch.optim.Optimizer, sleep_optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator | None = None) -> dict[str, float]:
+    """One step of wake-sleep. Wake: z ~ q(z|x) held fixed, the decoder climbs log p(x, z). Sleep: a
+    dream (z, x) ~ p(z) p(x|z) the size of the batch, the encoder climbs log q(z|x) of it."""
+    with torch.no_grad():
+        z = model.encode(x).rsample(generator=generator)
+    wake_optimizer.zero_grad(set_to_none=True)
+    wake = -log_joint(model, x)(z).mean()
+    wake.backward()
+    wake_optimizer.step()
+    with torch.no_grad():
+        z_dream = model.prior.sample(len(x), generator, x.device)
+        x_dream = model.decode(z_dream).sample(generator)
+    sleep_optimizer.zero_grad(set_to_none=True)
+    sleep = -model.encode(x_dream).log_prob(z_dream).mean()
+    sleep.backward()
+    sleep_optimizer.step()
+    return {"wake": wake.item(), "sleep": sleep.item()}

@@ -186,7 +186,8 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_features)
     p = sub.add_parser("reproduce", help="rerun an experiment of Kingma & Welling (2013): figures, raw numbers, a summary")
-    p.add_argument("experiment", choices=("grad-variance",))
+    p.add_argument("experiment", choices=("grad-variance", "aevb-fig2"))
+    p.add_argument("--latent-sizes", help="aevb-fig2: comma-separated N_z (default the paper's for the data set)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--budget", type=int, default=600_000, help="training samples to evaluate")
     p.add_argument("--checkpoints", type=int, default=6)
@@ -485,12 +486,17 @@ def _classify(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import grad_variance
+    from .reproduce import aevb_fig2, grad_variance
 
     out = Path(args.out) / args.experiment
-    r = grad_variance(out, args.dataset, args.budget, args.checkpoints, args.draws, args.data_dir, args.seed, not args.no_progress)
+    if args.experiment == "grad-variance":
+        grad_variance(out, args.dataset, args.budget, args.checkpoints, args.draws, args.data_dir, args.seed, not args.no_progress)
+    else:
+        sizes = _units(args.latent_sizes, "--latent-sizes")
+        aevb_fig2(out, args.dataset, args.budget, tuple(sizes) if sizes else None, args.checkpoints, args.data_dir, args.seed,
+                  progress=not args.no_progress)
     print((out / "summary.md").read_text())
-    print(f"wrote {out}/: grad_variance.json, grad_variance.csv, grad_variance.png, summary.md ({len(r['rows'])} checkpoints)")
+    print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
     return 0
 
 

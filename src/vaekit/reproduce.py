@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config
+from .config import Config, preset
 from .errors import VaekitError
 from .evaluate import encoder_gradient_variance, materialize
 
@@ -100,4 +100,120 @@ def _summary(r: dict) -> str:
     lines += ["", "Kingma & Welling (2013) set the reparameterization trick against the usual Monte Carlo (score-function) "
               "gradient estimator, which 'exhibits very high variance'; the × columns are that variance in multiples "
               "of the reparameterization's.", ""]
+    return "\n".join(lines)
+
+
+FIG2 = {  # data set -> (preset, latent sizes of the paper's panels)
+    "mnist": ("aevb-mnist", (3, 5, 10, 20, 200)),
+    "frey-face": ("aevb-frey", (2, 5, 10, 20)),
+}
+
+
+def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, latent_sizes: tuple[int, ...] | None = None,
+              checkpoints: int = 8, data_dir: str | None = None, seed: int = 0, eval_rows: int = 1000,
+              progress: bool = False) -> dict[str, Any]:
+    """Kingma & Welling's Figure 2: for each latent size, AEVB and wake-sleep on the same networks with the
+    paper's recipe (Adagrad, M = 100, L = 1, weights from N(0, 0.01²), weight decay), the lower bound
+    per example on training and test data against the number of training samples evaluated (log axis).
+    Any other data set uses the MNIST recipe with latent sizes (2, 5, 10)."""
+    from .baselines import wake_sleep_step
+    from .evaluate import mean_loss
+    from .models import build
+    from .train import fit, make_optimizer, prepare
+
+    preset_name, sizes = FIG2.get(dataset, ("aevb-mnist", (2, 5, 10)))
+    sizes = tuple(latent_sizes or sizes)
+    if budget < 100 * checkpoints:
+        raise VaekitError(f"--budget {budget}: at least 100 samples per checkpoint ({100 * checkpoints}) are needed")
+    last = budget // 100
+    steps = sorted({max(1, round(last ** ((i + 1) / checkpoints))) for i in range(checkpoints)})  # log-spaced
+    out = Path(out)
+    curves: list[dict[str, Any]] = []
+    for k in sizes:
+        sets = preset(preset_name) + [f"data.name={json.dumps(dataset)}", f"model.latent_dim={k}", "train.epochs=1000000",
+                                      "train.tensorboard=false", f"train.seed={seed}"]
+        if data_dir is not None:
+            sets.append(f"data.data_dir={json.dumps(data_dir)}")
+        config = Config(out=str(out / f"aevb-{k}")).override(sets)
+        resolved, data = prepare(config)
+        train_part = _subset(data.train, eval_rows)
+        test_part = _subset(data.test, eval_rows)
+        for i, step in enumerate(steps):  # AEVB through the one trainer, resumed from checkpoint to checkpoint
+            run = fit(Config.from_dict({**config.to_dict(), "train": {**config.to_dict()["train"], "max_steps": step}}),
+                      resume=i > 0, progress=progress)
+            curves.append(_point("AEVB", k, step, run.model, train_part, test_part, mean_loss))
+        torch.manual_seed(seed)  # wake-sleep: the same networks and initialization, its own updates
+        model = build(resolved.model)
+        wake = make_optimizer(model.decoder.parameters(), resolved.train)
+        sleep = make_optimizer(model.encoder.parameters(), resolved.train)
+        g = torch.Generator().manual_seed(seed)
+        done, epoch = 0, 0
+        while done < last:
+            for x, _ in data.train.batches(100, torch.Generator().manual_seed(seed * 1_000_003 + epoch), noise=g):
+                wake_sleep_step(model, x, wake, sleep, g)
+                done += 1
+                if done in steps:
+                    curves.append(_point("wake-sleep", k, done, model, train_part, test_part, mean_loss))
+                if done >= last:
+                    break
+            epoch += 1
+    result = {"experiment": "aevb-fig2", "dataset": dataset, "budget": budget, "preset": preset_name, "latent_sizes": list(sizes),
+              "eval_rows": [len(train_part), len(test_part)], "points": curves}
+    ckpt.write_text(out / "fig2.json", json.dumps(result, indent=2) + "\n")
+    ckpt.write_text(out / "fig2.csv", _csv(curves))
+    _plot_fig2(result, out / "fig2.png")
+    ckpt.write_text(out / "summary.md", _summary_fig2(result))
+    return result
+
+
+def _subset(part, n: int):
+    from .data import MemoryPart
+
+    x, y = materialize(part, n, "cpu", 0)
+    return MemoryPart(x, y, 1.0)  # binarized once: every checkpoint is measured on the same images
+
+
+@torch.no_grad()
+def _point(method: str, k: int, step: int, model, train_part, test_part, mean_loss) -> dict[str, Any]:
+    model.eval()
+    point = {"method": method, "latent_dim": k, "step": step, "samples": step * 100,
+             "train_elbo": -mean_loss(model, train_part)["loss"], "test_elbo": -mean_loss(model, test_part)["loss"]}
+    model.train()
+    return point
+
+
+def _plot_fig2(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = r["latent_sizes"]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes), 3.4), constrained_layout=True, squeeze=False)
+    for ax, k in zip(axes[0], sizes):
+        for method, colour in (("AEVB", "tab:red"), ("wake-sleep", "tab:green")):
+            pts = [p for p in r["points"] if p["latent_dim"] == k and p["method"] == method]
+            xs = [p["samples"] for p in pts]
+            ax.plot(xs, [p["train_elbo"] for p in pts], "-", color=colour, label=f"{method} (train)")
+            ax.plot(xs, [p["test_elbo"] for p in pts], "--", color=colour, label=f"{method} (test)")
+        ax.set_xscale("log")
+        ax.set_title(f"{r['dataset']}, $N_z$ = {k}")
+        ax.set_xlabel("training samples evaluated")
+    axes[0][0].set_ylabel("lower bound per example (nats)")
+    axes[0][0].legend(fontsize=7)
+    ckpt.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def _summary_fig2(r: dict) -> str:
+    lines = [f"# AEVB against wake-sleep ({r['dataset']}), Kingma & Welling (2013) Figure 2", "",
+             f"Recipe of the `{r['preset']}` preset; {r['budget']:,} training samples per run; lower bound per example on "
+             f"{r['eval_rows'][0]} training and {r['eval_rows'][1]} test images at the last checkpoint:", "",
+             "| N_z | AEVB train | AEVB test | wake-sleep train | wake-sleep test |", "|---|---|---|---|---|"]
+    for k in r["latent_sizes"]:
+        last = {m: [p for p in r["points"] if p["latent_dim"] == k and p["method"] == m][-1] for m in ("AEVB", "wake-sleep")}
+        lines.append(f"| {k} | {last['AEVB']['train_elbo']:.2f} | {last['AEVB']['test_elbo']:.2f} | "
+                     f"{last['wake-sleep']['train_elbo']:.2f} | {last['wake-sleep']['test_elbo']:.2f} |")
+    lines += ["", "In the paper AEVB converges faster than wake-sleep and to a better bound for every N_z, with no sign of "
+              "overfitting from the extra latent units (regularized by the KL term). The full run is 10^8 samples.", ""]
     return "\n".join(lines)

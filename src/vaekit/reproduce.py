@@ -196,6 +196,10 @@ def _plot_fig2(r: dict, path: Path) -> None:
             xs = [p["samples"] for p in pts]
             ax.plot(xs, [p["train_elbo"] for p in pts], "-", color=colour, label=f"{method} (train)")
             ax.plot(xs, [p["test_elbo"] for p in pts], "--", color=colour, label=f"{method} (test)")
+        later = [p[key] for p in r["points"] if p["latent_dim"] == k and p["step"] > min(q["step"] for q in r["points"])
+                 for key in ("train_elbo", "test_elbo")]
+        if later:  # the first checkpoint's bound is hundreds of nats lower and would flatten the rest
+            ax.set_ylim(min(later) - 5, max(later) + 5)
         ax.set_xscale("log")
         ax.set_title(f"{r['dataset']}, $N_z$ = {k}")
         ax.set_xlabel("training samples evaluated")

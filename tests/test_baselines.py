@@ -63,3 +63,14 @@ def test_the_sleep_phase_fits_q_to_the_models_posterior():
     q = model.encode(x)
     assert torch.allclose(q.mean, (x - b) @ W / sigma**2 / lam, atol=0.1)
     assert torch.allclose(q.log_var, -torch.log(lam).expand(5, -1), atol=0.15)
+
+
+def test_hmc_importance_estimate_matches_the_exact_likelihood():
+    from vaekit.baselines import hmc_log_likelihood
+
+    sigma = 0.5
+    model, W, b, marginal = linear_gaussian(sigma=sigma)
+    x = marginal.sample((20,))
+    est = hmc_log_likelihood(model, x, k=2000, generator=torch.Generator().manual_seed(0))
+    err = est - marginal.log_prob(x)
+    assert err.abs().max() < 0.1 and err.mean().abs() < 0.03

@@ -186,7 +186,8 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_features)
     p = sub.add_parser("reproduce", help="rerun an experiment of Kingma & Welling (2013): figures, raw numbers, a summary")
-    p.add_argument("experiment", choices=("grad-variance", "aevb-fig2"))
+    p.add_argument("experiment", choices=("grad-variance", "aevb-fig2", "aevb-fig3"))
+    p.add_argument("--train-sizes", help="aevb-fig3: comma-separated training set sizes (default 1000,50000)")
     p.add_argument("--latent-sizes", help="aevb-fig2: comma-separated N_z (default the paper's for the data set)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--budget", type=int, default=600_000, help="training samples to evaluate")
@@ -486,11 +487,14 @@ def _classify(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import aevb_fig2, grad_variance
+    from .reproduce import aevb_fig2, aevb_fig3, grad_variance
 
     out = Path(args.out) / args.experiment
     if args.experiment == "grad-variance":
         grad_variance(out, args.dataset, args.budget, args.checkpoints, args.draws, args.data_dir, args.seed, not args.no_progress)
+    elif args.experiment == "aevb-fig3":
+        sizes = _units(args.train_sizes, "--train-sizes")
+        aevb_fig3(out, args.dataset, args.budget, tuple(sizes) if sizes else (1000, 50000), args.checkpoints, args.data_dir, args.seed)
     else:
         sizes = _units(args.latent_sizes, "--latent-sizes")
         aevb_fig2(out, args.dataset, args.budget, tuple(sizes) if sizes else None, args.checkpoints, args.data_dir, args.seed,

@@ -53,10 +53,15 @@ def grad_variance(out: str | Path, dataset: str = "mnist", budget: int = 600_000
     result = {"experiment": "grad-variance", "dataset": dataset, "budget": budget, "draws": draws,
               "model": "MLP 500 tanh, 20 latent units, Bernoulli, Adam 1e-3, batch 100", "rows": rows,
               "data_shape": list(resolved.model.input_shape)}
-    ckpt.write_text(out / "grad_variance.json", json.dumps(result, indent=2) + "\n")
-    ckpt.write_text(out / "grad_variance.csv", _csv(rows))
-    _plot(rows, out / "grad_variance.png")
-    ckpt.write_text(out / "summary.md", _summary(result))
+    return _write(out, "grad_variance", result, rows, lambda path: _plot(rows, path), _summary)
+
+
+def _write(out: Path, name: str, result: dict, rows: list[dict], plot, summary) -> dict[str, Any]:
+    """What every reproduction leaves: raw numbers as JSON and CSV, the figure, a markdown summary."""
+    ckpt.write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
+    ckpt.write_text(out / f"{name}.csv", _csv(rows))
+    plot(out / f"{name}.png")
+    ckpt.write_text(out / "summary.md", summary(result))
     return result
 
 
@@ -159,11 +164,7 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
             epoch += 1
     result = {"experiment": "aevb-fig2", "dataset": dataset, "budget": budget, "preset": preset_name, "latent_sizes": list(sizes),
               "eval_rows": [len(train_part), len(test_part)], "points": curves}
-    ckpt.write_text(out / "fig2.json", json.dumps(result, indent=2) + "\n")
-    ckpt.write_text(out / "fig2.csv", _csv(curves))
-    _plot_fig2(result, out / "fig2.png")
-    ckpt.write_text(out / "summary.md", _summary_fig2(result))
-    return result
+    return _write(out, "fig2", result, curves, lambda path: _plot_fig2(result, path), _summary_fig2)
 
 
 def _subset(part, n: int):
@@ -269,12 +270,7 @@ def aevb_fig3(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
                     points.append({"train_size": len(xs), "method": method, "step": step, "samples": step * 100, "test_log_px": ll})
     result = {"experiment": "aevb-fig3", "dataset": dataset, "budget": budget, "train_sizes": [min(n, len(x_all)) for n in train_sizes],
               "test_rows": len(x_test), "points": points}
-    out = Path(out)
-    ckpt.write_text(out / "fig3.json", json.dumps(result, indent=2) + "\n")
-    ckpt.write_text(out / "fig3.csv", _csv(points))
-    _plot_fig3(result, out / "fig3.png")
-    ckpt.write_text(out / "summary.md", _summary_fig3(result))
-    return result
+    return _write(Path(out), "fig3", result, points, lambda path: _plot_fig3(result, path), _summary_fig3)
 
 
 def _plot_fig3(r: dict, path: Path) -> None:

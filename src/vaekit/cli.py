@@ -456,11 +456,16 @@ def _features(args) -> int:
     x, y = materialize(getattr(dataset, args.split), None, next(model.parameters()).device, args.seed)
     f = features(model, x).cpu().numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        arrays = {"features": f, **({"labels": y.cpu().numpy()} if y is not None else {})}
-        checkpoint.write_atomic(out, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
-    else:
-        checkpoint.write_atomic(out, lambda tmp: np.save(open(tmp, "wb"), f))
+    arrays = {"features": f, **({"labels": y.cpu().numpy()} if y is not None else {})}
+
+    def write(tmp):  # through a file object: given a name, numpy would add its own suffix to the temporary one
+        with open(tmp, "wb") as fh:
+            if out.suffix == ".npz":
+                np.savez(fh, **arrays)
+            else:
+                np.save(fh, f)
+
+    checkpoint.write_atomic(out, write)
     print(f"wrote {out}: {f.shape[0]} × {f.shape[1]} posterior means of the {args.split} split")
     return 0
 

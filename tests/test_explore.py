@@ -6,14 +6,14 @@ from scipy.stats import norm
 
 from vaekit import explore
 from vaekit.errors import VaekitError
-from vaekit.report import first_test_rows
+from vaekit.evaluate import materialize
 from vaekit.train import prepare
 
 
 @pytest.fixture(scope="module")
 def digits(digits_run):
     _, dataset = prepare(digits_run.config)
-    x, y = first_test_rows(dataset, 200, 0, "cpu")
+    x, y = materialize(dataset.test, 200, "cpu", 0)
     return digits_run.model.eval(), dataset, x, y
 
 
@@ -107,7 +107,7 @@ def test_imputation_keeps_every_observed_pixel(digits, method):
 def test_imputation_beats_the_mean_on_mnist_halves(mnist_run, method):
     _, dataset = prepare(mnist_run.config)
     model = mnist_run.model.eval()
-    x, _ = first_test_rows(dataset, 200, 0, "cpu")
+    x, _ = materialize(dataset.test, 200, "cpu", 0)
     train_mean = dataset.train.x[:10000].float().mean(0) / 255
     for half in ("bottom", "right"):
         missing = explore.make_mask(half, (1, 28, 28), len(x))
@@ -137,7 +137,7 @@ def test_a_denoising_autoencoder_removes_its_own_corruption(tmp_path):
             "train.tensorboard=false"]
     run = fit(Config(out=str(tmp_path / "dae")).override(sets))
     _, dataset = prepare(run.config)
-    x, _ = first_test_rows(dataset, 300, 0, "cpu")
+    x, _ = materialize(dataset.test, 300, "cpu", 0)
     x_tilde, x_hat = explore.denoise(run.model.eval(), x, generator=torch.Generator().manual_seed(0))
     hit = x_tilde != x
     assert ((x_tilde == 0) | ~hit).all() and 0.25 < hit[x != 0].float().mean() < 0.35  # its own corruption: 30 % of pixels zeroed

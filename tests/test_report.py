@@ -108,7 +108,7 @@ def test_mask_from_a_file(digits_run, tmp_path, capsys):
     mask[2:6, 2:6] = 1
     np.save(tmp_path / "centre.npy", mask)
     assert main(["impute", str(digits_run.dir), "--out", str(tmp_path), "--mask", str(tmp_path / "centre.npy"), "--steps", "4", "--n", "10"]) == 0
-    assert (tmp_path / "impute-centre.png").exists()
+    assert _png(tmp_path / "impute-centre.png").shape == ((3 * 10 + 2) * 8, (8 * 10 + 2) * 8)  # masked, filled, truth × 8
     np.save(tmp_path / "wrong.npy", np.zeros((5, 5)))
     assert main(["impute", str(digits_run.dir), "--out", str(tmp_path), "--mask", str(tmp_path / "wrong.npy")]) == 2
     assert "shape (5, 5), expected (8, 8)" in capsys.readouterr().err
@@ -139,11 +139,11 @@ def test_explore_bad_input_is_one_line(digits_run, tmp_path, capsys, args, messa
 
 
 def test_interpolate_between_two_image_files(digits_run, tmp_path):
-    from vaekit.report import first_test_rows
+    from vaekit.evaluate import materialize
     from vaekit.train import prepare
 
     _, dataset = prepare(digits_run.config)
-    x, _ = first_test_rows(dataset, 2, 0, "cpu")
+    x, _ = materialize(dataset.test, 2, "cpu", 0)
     for i in range(2):
         Image.fromarray((x[i, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
     assert main(["interpolate", str(digits_run.dir), "--out", str(tmp_path / "f"), "--files", str(tmp_path / "0.png"),

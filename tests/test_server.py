@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from vaekit.errors import VaekitError
-from vaekit.report import first_test_rows
+from vaekit.evaluate import materialize
 from vaekit.server import MAX_BODY, Explorer, make_server
 from vaekit.train import prepare
 
@@ -25,7 +25,7 @@ def served(digits_run):
     server = make_server(Explorer(model, dataset), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    x, _ = first_test_rows(dataset, 2000, 0, "cpu")
+    x, _ = materialize(dataset.test, 2000, "cpu", 0)
     yield server.server_address[1], model, x
     server.shutdown()
     server.server_close()

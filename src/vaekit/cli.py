@@ -228,11 +228,11 @@ def _open(args):
 
 def _images(model, dataset, n, seed):
     from .errors import VaekitError
-    from .report import first_test_rows
+    from .evaluate import materialize
 
     if dataset.kind != "image":
         raise VaekitError(f"data {dataset.name!r} is not images; this command draws pictures of images")
-    return first_test_rows(dataset, n, seed, next(model.parameters()).device)
+    return materialize(dataset.test, n, next(model.parameters()).device, seed)
 
 
 def _if_conditional(model, y):
@@ -286,6 +286,9 @@ def _denoise(args) -> int:
 
 
 def _impute(args) -> int:
+    import torch
+
+    from .evaluate import materialize
     from .explore import MASKS, make_mask
     from .report import draw_impute
 
@@ -293,29 +296,17 @@ def _impute(args) -> int:
     x, y = _images(model, dataset, args.n, args.seed)
     shape = tuple(x.shape[1:])
     if args.mask in MASKS:
-        missing = make_mask(args.mask, shape, len(x), args.fraction, _generator(args.seed))
+        missing = make_mask(args.mask, shape, len(x), args.fraction, torch.Generator().manual_seed(args.seed))
         name = args.mask
     else:
         missing, name = _mask_file(Path(args.mask), shape), Path(args.mask).stem
-    train_x, _ = _images_of(dataset.train, model, args.seed)
+    train_x, _ = materialize(dataset.train, 10000, next(model.parameters()).device, args.seed)
     info = draw_impute(model, x, missing, out / f"impute-{name}.png", train_x.mean(0), args.steps, args.method, args.seed,
                        y=_if_conditional(model, y))
     print(f"imputation MSE over missing pixels: model {info['mse_model']:.4f}, mean imputation {info['mse_mean_imputation']:.4f}"
           + (f"; acceptance rate {info['acceptance_rate']:.2f}" if info["acceptance_rate"] is not None else ""))
     print(f"wrote {info['path']}")
     return 0
-
-
-def _generator(seed: int):
-    import torch
-
-    return torch.Generator().manual_seed(seed)
-
-
-def _images_of(part, model, seed, n: int = 10000):
-    from .evaluate import materialize
-
-    return materialize(part, n, next(model.parameters()).device, seed)
 
 
 def _mask_file(path: Path, shape: tuple[int, ...]):
@@ -408,10 +399,11 @@ def _manifold(args) -> int:
 
 def _embed(args) -> int:
     from . import checkpoint
+    from .evaluate import materialize
     from .report import draw_embed
 
     model, dataset, out = _open(args)
-    x, y = _images_of(dataset.test, model, args.seed, args.n)
+    x, y = materialize(dataset.test, args.n, next(model.parameters()).device, args.seed)
     compare = checkpoint.load(args.compare, next(model.parameters()).device) if args.compare else None
     return _wrote(draw_embed(model, x, y, out / "embedding.png", args.method, compare, dataset.classes, args.seed))
 

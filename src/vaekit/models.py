@@ -197,7 +197,7 @@ class ConditionalVAE(VAE):
         super().__init__(encoder, decoder, likelihood, latent_dim, beta, mc_samples, objective, iwae_k, kl_estimator)
         self.n_classes, self.event_ndim = n_classes, event_ndim
 
-    def _onehot(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    def _condition(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """The condition as a vector per example: a label one-hot, or an attribute vector as it is."""
         if y is None:
             raise VaekitError("a conditional VAE needs the labels y of its inputs (model.kind=cvae)")
@@ -211,11 +211,11 @@ class ConditionalVAE(VAE):
 
     def encode(self, x, y=None):
         flat = x.flatten(-self.event_ndim)  # (*batch, D)
-        mu, log_var = self.encoder(torch.cat([flat, self._onehot(y, flat)], -1)).chunk(2, dim=-1)
+        mu, log_var = self.encoder(torch.cat([flat, self._condition(y, flat)], -1)).chunk(2, dim=-1)
         return DiagonalGaussian(mu, log_var)
 
     def decode(self, z, y=None):
-        return self.likelihood(self.decoder(torch.cat([z, self._onehot(y, z)], -1)))
+        return self.likelihood(self.decoder(torch.cat([z, self._condition(y, z)], -1)))
 
 
 def build(cfg: ModelConfig) -> Autoencoder:

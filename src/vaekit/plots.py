@@ -35,15 +35,29 @@ def save_grid(x: torch.Tensor, path: Path, nrow: int, upscale: int | None = None
     write_atomic(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
-def save_curves(history: list[dict], path: Path) -> None:
-    """Total loss, reconstruction and KL per epoch, train and validation."""
+def panels(n: int, width: float, height: float):
+    """A figure of n side-by-side axes (matplotlib, Agg backend: no screen needed): (fig, axes list)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), constrained_layout=True, squeeze=False)
+    return fig, list(axes[0])
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a figure as PNG atomically and free it."""
+    import matplotlib.pyplot as plt
+
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def save_curves(history: list[dict], path: Path) -> None:
+    """Total loss, reconstruction and KL per epoch, train and validation."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), constrained_layout=True)
+    fig, axes = panels(3, 4, 3.5)
     for ax, key, title in zip(axes, ("loss", "recon", "kl"), ("loss (−ELBO for a VAE)", "reconstruction", "KL")):
         for split, style in (("train", "-"), ("val", "--")):
             ax.plot(epochs, [h[f"{split}_{key}"] for h in history], style, label=split)
@@ -51,19 +65,13 @@ def save_curves(history: list[dict], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per example")
         ax.legend()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def save_scatter(panels: list[tuple[np.ndarray, np.ndarray | None, str]], path: Path, classes: list[str] | None = None) -> None:
+def save_scatter(views: list[tuple[np.ndarray, np.ndarray | None, str]], path: Path, classes: list[str] | None = None) -> None:
     """Side-by-side scatter plots of 2-D points, coloured by label when there are labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), constrained_layout=True, squeeze=False)
-    for ax, (points, labels, title) in zip(axes[0], panels):
+    fig, axes = panels(len(views), 5.5, 5)
+    for ax, (points, labels, title) in zip(axes, views):
         if labels is None:
             ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6)
         else:
@@ -74,5 +82,4 @@ def save_scatter(panels: list[tuple[np.ndarray, np.ndarray | None, str]], path: 
             if classes:
                 cbar.ax.set_yticklabels([classes[i] for i in sorted(set(labels.tolist()))])
         ax.set_title(title)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path)

@@ -15,6 +15,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import explore
+from .evaluate import materialize
 from .plots import save_curves, save_grid, save_scatter
 
 REPORT = "report.html"
@@ -117,13 +118,6 @@ def _row(n: int) -> int:
     return max(1, round(n ** 0.5))
 
 
-def first_test_rows(dataset, n: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The first n test rows, binarized once with ``seed`` where the data is binarized."""
-    from .evaluate import materialize
-
-    return materialize(dataset.test, n, device, seed)
-
-
 def format_evaluation(r: dict) -> str:
     """An evaluation (``vaekit eval``'s eval.json) as a small plain-text table."""
     lines = [f"{r['split']} split, {r['n']} examples, {r['dims']} dimensions; nats per example (± standard error)"]
@@ -157,7 +151,7 @@ def format_evaluation(r: dict) -> str:
 def draw_all(model, dataset, out: Path, seed: int = 0) -> list[tuple[str, Path, str]]:
     """Every picture the report shows, written into ``out``: (title, path, caption) in report order."""
     device = _device(model)
-    x, y = first_test_rows(dataset, 2000, seed, device)
+    x, y = materialize(dataset.test, 2000, device, seed)
     is_vae = hasattr(model, "prior")
     shown: list[tuple[str, Path, str]] = []
     if dataset.kind == "image" and hasattr(model, "n_classes"):  # conditional: every picture needs its labels

@@ -18,6 +18,7 @@ from . import checkpoint as ckpt
 from .config import Config, preset
 from .errors import VaekitError
 from .evaluate import encoder_gradient_variance, materialize
+from .plots import panels, save_figure
 
 ESTIMATORS = ("reparameterization", "score-function", "score-function-baseline")
 
@@ -74,12 +75,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    fig, (ax,) = panels(1, 6.5, 4)
     samples = [r["samples"] for r in rows]
     for e, style in zip(ESTIMATORS, ("o-", "s--", "^:")):
         ax.plot(samples, [r[f"variance_{e}"] for r in rows], style, label=e)
@@ -89,8 +85,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("mean variance of the encoder gradient")
     ax.set_title("Score function against reparameterization")
     ax.legend()
-    ckpt.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _summary(r: dict) -> str:
@@ -184,14 +179,9 @@ def _point(method: str, k: int, step: int, model, train_part, test_part, mean_lo
 
 
 def _plot_fig2(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sizes = r["latent_sizes"]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes), 3.4), constrained_layout=True, squeeze=False)
-    for ax, k in zip(axes[0], sizes):
+    fig, axes = panels(len(sizes), 3.6, 3.4)
+    for ax, k in zip(axes, sizes):
         for method, colour in (("AEVB", "tab:red"), ("wake-sleep", "tab:green")):
             pts = [p for p in r["points"] if p["latent_dim"] == k and p["method"] == method]
             xs = [p["samples"] for p in pts]
@@ -204,10 +194,9 @@ def _plot_fig2(r: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_title(f"{r['dataset']}, $N_z$ = {k}")
         ax.set_xlabel("training samples evaluated")
-    axes[0][0].set_ylabel("lower bound per example (nats)")
-    axes[0][0].legend(fontsize=7)
-    ckpt.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    axes[0].set_ylabel("lower bound per example (nats)")
+    axes[0].legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def _summary_fig2(r: dict) -> str:
@@ -274,14 +263,9 @@ def aevb_fig3(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
 
 
 def _plot_fig3(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sizes = r["train_sizes"]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 3.6), constrained_layout=True, squeeze=False)
-    for ax, n in zip(axes[0], sizes):
+    fig, axes = panels(len(sizes), 4.5, 3.6)
+    for ax, n in zip(axes, sizes):
         for method, colour in (("AEVB", "tab:red"), ("wake-sleep", "tab:green"), ("MCEM", "tab:blue")):
             pts = [p for p in r["points"] if p["train_size"] == n and p["method"] == method]
             if pts:
@@ -289,10 +273,9 @@ def _plot_fig3(r: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_title(f"N_train = {n:,}, N_z = 3")
         ax.set_xlabel("training samples evaluated")
-    axes[0][0].set_ylabel("test log p(x) per example (nats)")
-    axes[0][0].legend()
-    ckpt.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    axes[0].set_ylabel("test log p(x) per example (nats)")
+    axes[0].legend()
+    save_figure(fig, path)
 
 
 def _summary_fig3(r: dict) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .errors import VaekitError
+from .evaluate import materialize
 
 LOOPBACK = ("127.0.0.1", "localhost")
 MAX_BODY = 2 * 1024 * 1024  # bytes: a request larger than any image upload we accept
@@ -48,8 +49,6 @@ class Explorer:
     """The model behind the API: every computation the server answers with, in one place, usable without HTTP."""
 
     def __init__(self, model, dataset=None, seed: int = 0):
-        from .report import first_test_rows
-
         if not hasattr(model, "prior") or hasattr(model, "n_classes"):
             raise VaekitError(f"the explorer drives an unconditional VAE; this run holds a {type(model).__name__} "
                               "(use vaekit sample --label and vaekit style for a conditional one)")
@@ -58,7 +57,7 @@ class Explorer:
         self.k = model.prior.k
         self.x, self.y = (None, None)
         if dataset is not None and dataset.kind == "image":
-            self.x, self.y = first_test_rows(dataset, SCATTER_POINTS, seed, next(model.parameters()).device)
+            self.x, self.y = materialize(dataset.test, SCATTER_POINTS, next(model.parameters()).device, seed)
             self.shape = tuple(self.x.shape[1:])
         self.classes = getattr(dataset, "classes", None)
         self.units, self.points = list(range(self.k)), None

@@ -53,9 +53,37 @@ def test_bernoulli_in_place_log_prob_matches_and_falls_back_where_exp_overflows(
     assert torch.allclose(fast.double(), expected, atol=1e-3, rtol=1e-6)
     assert torch.isfinite(exact).all()
     assert torch.allclose(exact, Bernoulli(huge, event_ndim=2).log_prob(x))
-    logits.requires_grad_(True)  # with gradients on, nothing is overwritten and autograd sees softplus
+    logits.requires_grad_(True)  # with gradients on, nothing is overwritten
     Bernoulli(logits, event_ndim=2).log_prob_(x).sum().backward()
     assert torch.allclose(logits.grad[:, :, 0], x - torch.sigmoid(logits.detach()[:, :, 0]), atol=1e-6)
+
+
+def test_bernoulli_log_prob_gradients_match_autograd_of_the_textbook_formula():
+    g = torch.Generator().manual_seed(3)
+    moderate = torch.randn(5, 4, 1, 7, generator=g) * 10
+    huge = moderate.clone()
+    huge[0, 0, 0, 0] = 120.0  # e^120 overflows float32: the value must come from softplus, the gradient stay x − 1
+    x = torch.rand(4, 7, generator=g)  # one x broadcast over 5 Monte Carlo decodes
+    w = torch.randn(5, 4, generator=g)  # an arbitrary upstream gradient
+
+    def reference(l, x):
+        return (x.double() * l.double() - torch.nn.functional.softplus(l.double())).sum(-1)
+
+    cases = [(moderate, x.clone().requires_grad_(True)), (huge, x.clone().requires_grad_(True)), (huge, x)]
+    for logits, lik_x in cases:
+        ref_x = x.double().requires_grad_(lik_x.requires_grad)
+        mine = logits.clone().requires_grad_(True)
+        ref = logits[:, :, 0].clone().requires_grad_(True)
+        value = Bernoulli(mine, event_ndim=1).log_prob(lik_x)
+        expected = reference(ref, ref_x)
+        assert torch.allclose(value.double(), expected, rtol=1e-6, atol=1e-4)
+        (value * w).sum().backward()
+        (expected * w.double()).sum().backward()
+        assert torch.allclose(mine.grad[:, :, 0], ref.grad, atol=1e-6)
+        if lik_x.requires_grad:  # the data's gradient too, summed over the decodes it was broadcast to
+            assert lik_x.grad.shape == x.shape and torch.allclose(lik_x.grad.double(), ref_x.grad, rtol=1e-5, atol=1e-4)
+    small, x_small = torch.randn(2, 1, 3, dtype=torch.double, requires_grad=True), torch.rand(2, 3, dtype=torch.double)
+    assert torch.autograd.gradcheck(lambda l: Bernoulli(l, 1).log_prob(x_small), small)
 
 
 def test_gaussian_fixed_sigma_log_prob():

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args) -> int:
     from . import checkpoint
     from .config import Config, load_config, preset
+    from .distributed import world_from_env
     from .errors import VaekitError
     from .train import fit
 
@@ -95,6 +96,8 @@ def _train(args) -> int:
             raise VaekitError(f"{out}: no run to resume ({checkpoint.CONFIG} missing)")
         config = checkpoint.read_config(out) if (out / checkpoint.WEIGHTS).exists() else config
     run = fit(config.override(sets), resume=args.resume, progress=not args.no_progress)
+    if not world_from_env().main:  # under torchrun rank 0 speaks for all
+        return 0
     last = run.history[-1] if run.history else {}
     print(f"{run.stopped}: {len(run.history)} epochs, {last.get('step', 0)} steps in {run.dir}")
     if run.test:

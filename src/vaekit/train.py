@@ -4,6 +4,11 @@ The trainer owns the device and all randomness: parameters are initialized from
 the seed, each epoch's order from (seed, epoch), and every other draw
 (binarization, ε, corruption) from one generator whose state is checkpointed, so
 an interrupted and resumed run ends bit-identical to an uninterrupted one on CPU.
+
+Started by torchrun, the same loop trains with DistributedDataParallel (see
+``vaekit.distributed``): every rank keeps its share of each global batch, and only
+rank 0 writes. Each rank then draws its noise from (seed, rank, step), so a run
+resumed at another number of processes continues with fresh, independent draws.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import Config
 from .data import Dataset, MemoryPart, load_dataset
 from .errors import VaekitError
@@ -69,9 +75,12 @@ def prepare(config: Config, progress: bool = False) -> tuple[Config, Dataset]:
     return config, dataset
 
 
-def choose_device(name: str) -> torch.device:
+def choose_device(name: str, world: distributed.World = distributed.World()) -> torch.device:
+    """The device ``train.device`` names; with several processes on CUDA, the one of this LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world.size > 1:
+        name = f"cuda:{world.local_rank}"
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -93,11 +102,25 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
     With ``resume``, continue the run found there from its last checkpoint; only
     the keys in RESUMABLE may differ from the stored config.
     """
+    world = distributed.world_from_env()
     tc = config.train
-    device = choose_device(tc.device)
+    device = choose_device(tc.device, world)
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    created = distributed.join(world, device)
+    try:
+        return _fit(config, resume, progress and world.main, world, device)
+    finally:
+        distributed.leave(created)
+
+
+def _fit(config: Config, resume: bool, progress: bool, world: distributed.World, device: torch.device) -> Run:
+    tc = config.train
+    if not world.main:
+        distributed.barrier(world)  # rank 0 fetches the data first, so that one process downloads
     config, dataset = prepare(config, progress)
+    if world.main:
+        distributed.barrier(world)
     out = Path(config.out)
     state_path = out / ckpt.TRAINER
     with torch.random.fork_rng(devices=[]):  # the seed fixes initialization without touching the caller's RNG
@@ -106,7 +129,7 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
     model.config = config
     model.to(device)
     opt = make_optimizer(model.parameters(), tc)
-    noise = torch.Generator(device).manual_seed(tc.seed)
+    noise = torch.Generator(device).manual_seed(tc.seed if world.size == 1 else _rank_seed(tc.seed, world.rank, 0))
     s = _fresh_state()
     if state_path.exists():
         if not resume:
@@ -115,18 +138,29 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
         ckpt.load_weights(model, out / ckpt.WEIGHTS)
         s = ckpt.load_trainer_state(state_path)
         opt.load_state_dict(s.pop("optimizer"))
-        noise.set_state(s.pop("noise"))
+        noise_state, saved_world = s.pop("noise"), s.pop("world_size", 1)
+        if world.size == 1 and saved_world == 1:
+            noise.set_state(noise_state)
+        else:  # rank 0's stream alone was saved: every rank starts a fresh one of its own
+            noise.manual_seed(_rank_seed(tc.seed, world.rank, s["step"]))
         if s["stopped"] == "max_steps":
             s["stopped"] = None
-    ckpt.write_text(out / ckpt.CONFIG, config.to_json())
+    if world.main:
+        ckpt.write_text(out / ckpt.CONFIG, config.to_json())
     train = dataset.train.to(device) if device.type == "cuda" and isinstance(dataset.train, MemoryPart) else dataset.train
-    writer = _tensorboard(out) if tc.tensorboard else None
+    writer = _tensorboard(out) if tc.tensorboard and world.main else None
     run = Run(out, config, model, s["history"])
+    step_loss = distributed.wrap(model, world, device)
+    rows = None if world.size == 1 else (lambda n: distributed.shard(n, world))
 
-    def save():
-        ckpt.save_weights(model, out / ckpt.WEIGHTS)
-        ckpt.save_trainer_state({**s, "optimizer": opt.state_dict(), "noise": noise.get_state()}, state_path)
-        ckpt.write_text(out / ckpt.METRICS, "".join(json.dumps(h) + "\n" for h in s["history"]))
+    def save(buf: torch.Tensor):
+        if s["batch"]:  # mid-epoch: the epoch's sums so far, over all ranks
+            s["partial"] = distributed.sum_over_ranks(buf[: s["batch"]].clone(), world).cpu()
+        if world.main:
+            ckpt.save_weights(model, out / ckpt.WEIGHTS)
+            ckpt.save_trainer_state({**s, "optimizer": opt.state_dict(), "noise": noise.get_state(), "world_size": world.size},
+                                    state_path)
+            ckpt.write_text(out / ckpt.METRICS, "".join(json.dumps(h) + "\n" for h in s["history"]))
 
     steps_per_epoch = train.n_batches(tc.batch_size)
     if tc.max_steps is not None and s["step"] >= tc.max_steps:
@@ -134,19 +168,26 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
     model.train()
     while s["epoch"] < tc.epochs and s["stopped"] is None:
         epoch = s["epoch"]
-        buf = torch.zeros(steps_per_epoch, 3, device=device)  # loss, recon, kl of each step of this epoch
-        buf[: s["batch"]] = s["partial"].to(device)
+        # per step: loss, recon and kl summed over this rank's rows, and the number of rows
+        buf = torch.zeros(steps_per_epoch, 4, device=device)
+        if world.main:  # the saved partial sums are over all ranks
+            buf[: s["batch"]] = s["partial"].to(device)
         order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
         bar = _bar(progress, steps_per_epoch, s["batch"], f"epoch {epoch + 1}/{tc.epochs}")
         t0 = time.perf_counter() - s["seconds"]
-        for x, y in train.batches(tc.batch_size, order, start=s["batch"], noise=noise, device=device):
-            out_ = model.loss(x, kl_weight=kl_warmup(s["step"], tc.kl_warmup_steps), generator=noise, y=y)
+        for x, y in train.batches(tc.batch_size, order, start=s["batch"], noise=noise, device=device, rows=rows):
+            n_global = min(tc.batch_size, len(train) - s["batch"] * tc.batch_size)
+            n = len(x)
+            if n == 0:  # a short last batch left this rank nothing: a zero-weight row keeps the collectives in step
+                x, y = x.new_zeros((1, *x.shape[1:])), None if y is None else y.new_zeros((1, *y.shape[1:]))
+            loss, terms = step_loss(x, y, kl_warmup(s["step"], tc.kl_warmup_steps), noise, world.size * n / n_global)
             opt.zero_grad(set_to_none=True)
-            out_.loss.backward()
+            loss.backward()
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
-            buf[s["batch"]] = torch.stack([out_.loss.detach(), out_.recon.detach(), out_.kl.detach()])
+            buf[s["batch"], :3] = terms * n
+            buf[s["batch"], 3] = n
             s["batch"] += 1
             s["step"] += 1
             if bar is not None:
@@ -154,26 +195,25 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
             at_ckpt = bool(tc.checkpoint_steps) and s["step"] % tc.checkpoint_steps == 0
             at_max = tc.max_steps is not None and s["step"] >= tc.max_steps
             if at_ckpt or at_max or s["batch"] % CHECK_EVERY == 0:
-                _check_finite(buf, s, steps_per_epoch, out)
+                _check_finite(buf, s, out, world)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{buf[s['batch'] - 1, 0].item():.2f}")
+                    bar.set_postfix(loss=f"{(buf[s['batch'] - 1, 0] / buf[s['batch'] - 1, 3]).item():.2f}")
             if at_ckpt or at_max:
-                s["partial"], s["seconds"] = buf[: s["batch"]].cpu(), time.perf_counter() - t0
+                s["seconds"] = time.perf_counter() - t0
                 if at_max:
                     s["stopped"] = "max_steps"
-                save()
+                save(buf)
                 if at_max:
                     break
         if bar is not None:
             bar.close()
         if s["stopped"] == "max_steps":
             break
-        _check_finite(buf, s, steps_per_epoch, out)
+        _check_finite(buf, s, out, world)
         seconds = time.perf_counter() - t0
-        weights = torch.full((steps_per_epoch,), float(tc.batch_size), device=device)
-        weights[-1] = len(train) - tc.batch_size * (steps_per_epoch - 1)  # the last batch may be short
-        tr = ((buf * weights[:, None]).sum(0) / len(train)).tolist()
-        val = mean_loss(model, dataset.val, device=device)
+        totals = distributed.sum_over_ranks(buf.sum(0), world)
+        tr = (totals[:3] / totals[3]).tolist()
+        val = mean_loss(model, dataset.val, device=device)  # every rank the same: it decides early stopping
         model.train()
         record = {"epoch": epoch + 1, "step": s["step"],
                   "train_loss": tr[0], "train_recon": tr[1], "train_kl": tr[2],
@@ -185,26 +225,30 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
             for k, v in record.items():
                 if k not in ("epoch", "step"):
                     writer.add_scalar(k, v, epoch + 1)
-        s.update(epoch=epoch + 1, batch=0, partial=torch.zeros(0, 3), seconds=0.0)
+        s.update(epoch=epoch + 1, batch=0, partial=torch.zeros(0, 4), seconds=0.0)
         if val["loss"] < s["best"]:
             s["best"], s["bad_epochs"] = val["loss"], 0
-            if tc.early_stopping:
+            if tc.early_stopping and world.main:
                 ckpt.save_weights(model, out / ckpt.BEST)
         else:
             s["bad_epochs"] += 1
             if tc.early_stopping and s["bad_epochs"] >= tc.early_stopping:
                 s["stopped"] = "early_stopping"
         if s["epoch"] % tc.checkpoint_every == 0 or s["epoch"] == tc.epochs or s["stopped"]:
-            save()
+            save(buf)
     if writer is not None:
         writer.close()
     run.stopped = s["stopped"] or "completed"
     if run.stopped == "max_steps":
         return run
+    distributed.barrier(world)  # rank 0's files are complete before any rank reads them
     if tc.early_stopping and (out / ckpt.BEST).exists():
         ckpt.load_weights(model, out / ckpt.BEST)
-        ckpt.save_weights(model, out / ckpt.WEIGHTS)
+        if world.main:
+            ckpt.save_weights(model, out / ckpt.WEIGHTS)
     model.eval()
+    if not world.main:
+        return run
     run.test = mean_loss(model, dataset.test, device=device)
     ckpt.write_text(out / "summary.json", json.dumps({"stopped": run.stopped, "epochs": s["epoch"], "steps": s["step"],
                                                       **{f"test_{k}": v for k, v in run.test.items()}}, indent=2) + "\n")
@@ -215,7 +259,7 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
 
 
 def _fresh_state() -> dict[str, Any]:
-    return {"step": 0, "epoch": 0, "batch": 0, "partial": torch.zeros(0, 3), "seconds": 0.0,
+    return {"step": 0, "epoch": 0, "batch": 0, "partial": torch.zeros(0, 4), "seconds": 0.0,
             "history": [], "best": math.inf, "bad_epochs": 0, "stopped": None}
 
 
@@ -229,14 +273,23 @@ def _check_resumable(stored: Config | None, config: Config, out: Path) -> None:
                 raise VaekitError(f"{out}: cannot resume with {section}.{k}={b[section][k]!r}; the run was made with {v!r}")
 
 
-def _check_finite(buf: torch.Tensor, s: dict, steps_per_epoch: int, out: Path) -> None:
-    done = buf[: s["batch"]]
-    bad = ~torch.isfinite(done[:, 0])
-    if bad.any():
-        i = int(bad.nonzero()[0])
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    return hash((seed, rank, step)) % 2**63  # ints hash the same in every process
+
+
+def _check_finite(buf: torch.Tensor, s: dict, out: Path, world: distributed.World) -> None:
+    """Stop at the first step whose loss is not finite on any rank, every rank alike."""
+    done = buf[: s["batch"], 0]
+    bad = (~torch.isfinite(done)).nonzero()
+    first = torch.tensor([int(bad[0]) if len(bad) else len(done)], device=buf.device)
+    i = int(distributed.min_over_ranks(first, world))
+    if i < len(done):
         step = s["step"] - s["batch"] + i + 1
-        raise VaekitError(f"loss became {done[i, 0].item()} at step {step} (epoch {s['epoch'] + 1}); training stopped "
-                          f"and the last good checkpoint in {out} is kept; try a lower train.lr or set train.grad_clip")
+        value = (done[i] / buf[i, 3]).item()
+        what = "non-finite on another process" if math.isfinite(value) else value
+        raise VaekitError(f"loss became {what} at step {step} (epoch {s['epoch'] + 1}); "
+                          f"training stopped and the last good checkpoint in {out} is kept; try a lower train.lr "
+                          "or set train.grad_clip")
 
 
 def _bar(progress: bool, total: int, initial: int, desc: str):

@@ -8,7 +8,7 @@ tensor, not through a DataLoader: for in-memory tensors a per-example Python
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,14 +41,19 @@ class Part:
         raise NotImplementedError
 
     def batches(self, batch_size: int, order: torch.Generator | None = None, start: int = 0,
-                noise: torch.Generator | None = None, device: torch.device | str = "cpu") -> Iterator[Batch]:
+                noise: torch.Generator | None = None, device: torch.device | str = "cpu",
+                rows: Callable[[int], slice] | None = None) -> Iterator[Batch]:
         """Minibatches in a random order drawn from ``order`` (or in file order when None).
 
-        ``start`` skips that many batches (to resume mid-epoch). Under dynamic
-        binarization each batch is a fresh Bernoulli draw from ``noise``, which
-        must live on ``device``.
+        ``start`` skips that many batches (to resume mid-epoch). ``rows(n)`` picks
+        the rows of each n-row batch this process keeps (a shard of a global batch;
+        possibly none). Under dynamic binarization each batch is a fresh Bernoulli
+        draw from ``noise``, which must live on ``device``.
         """
         for x, y in self._batches(batch_size, order, start):
+            if rows is not None:
+                keep = rows(len(x))
+                x, y = x[keep], None if y is None else y[keep]
             x = x.to(device, non_blocking=True)
             x = x.float().mul_(1.0 / self.scale) if x.dtype == torch.uint8 else x.float()
             if self.dynamic_binarize:

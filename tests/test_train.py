@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -175,3 +176,28 @@ def test_streamed_npy_trains_like_the_same_data_in_memory(tmp_path):
     assert len(streamed.history) == 2 and streamed.history[-1]["val_loss"] < streamed.history[0]["val_loss"]
     # a stream holds out the file's tail, memory a shuffled sample: similar data, similar losses
     assert abs(streamed.test["loss"] - memory.test["loss"]) < 0.1 * memory.test["loss"]
+
+
+def test_bf16_autocast_runs_the_networks_in_bf16_and_the_densities_in_fp32(tmp_path):
+    fp32 = fit(small(tmp_path / "fp32"))
+    bf16 = fit(small(tmp_path / "bf16", **{"train.precision": "bf16"}))
+    model = bf16.model
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    x = torch.rand(5, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.encoder(x).dtype == torch.bfloat16
+        q = model.encode(x)
+        lik = model.decode(q.mean)
+        assert q.mu.dtype == lik.params.dtype == torch.float32
+    for a, b in zip(fp32.history, bf16.history):  # bf16 rounding, not another model
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.02 * a["train_loss"]
+    assert bf16.history[-1]["train_loss"] < bf16.history[0]["train_loss"]
+
+
+@pytest.mark.skipif(not any(map(shutil.which, ("cc", "gcc", "clang"))), reason="torch.compile on CPU needs a C compiler")
+def test_compiled_networks_train_like_eager_and_keep_the_checkpoint_keys(tmp_path):
+    eager = fit(small(tmp_path / "eager", **{"train.epochs": 1}))
+    compiled = fit(small(tmp_path / "compiled", **{"train.epochs": 1, "train.compile": True}))
+    assert weights(tmp_path / "eager").keys() == weights(tmp_path / "compiled").keys()  # no _orig_mod. prefixes
+    assert abs(eager.history[0]["train_loss"] - compiled.history[0]["train_loss"]) < 1e-3
+    assert vaekit.load(tmp_path / "compiled") is not None

@@ -29,6 +29,8 @@ TRAIN_FLAGS = {
     "optimizer": ("train.optimizer", str, "adam, adagrad or sgd"),
     "seed": ("train.seed", int, "seed for initialization and all sampling"),
     "device": ("train.device", str, "auto, cpu, cuda or cuda:N"),
+    "precision": ("train.precision", str, "fp32, or bf16: the networks under bfloat16 autocast"),
+    "threads": ("train.threads", int, "CPU threads (torch.set_num_threads)"),
     "out": ("out", str, "run directory to write"),
 }
 

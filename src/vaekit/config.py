@@ -85,6 +85,8 @@ class TrainConfig:
     checkpoint_steps: int | None = None  # also checkpoint every this many steps
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = None  # torch.set_num_threads on CPU
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the networks under bfloat16 autocast, densities in fp32
+    compile: bool = False  # torch.compile the encoder and decoder networks
     tensorboard: bool = True  # also log to TensorBoard when the optional extra is installed
 
     def __post_init__(self):

@@ -17,6 +17,11 @@ import torch.nn.functional as F
 LOG_2PI = math.log(2 * math.pi)
 
 
+def _full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Densities are summed over hundreds of terms: in fp32 even when the networks ran under bf16 autocast."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class Likelihood:
     """p(x|z) for one decoder output; subclasses set ``n_params`` and build ``dist``."""
 
@@ -24,7 +29,7 @@ class Likelihood:
     dist: td.Independent
 
     def __init__(self, params: torch.Tensor, event_ndim: int):
-        self.params, self.event_ndim = params, event_ndim
+        self.params, self.event_ndim = _full_precision(params), event_ndim
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) summed over the event: shape (*batch,)."""
@@ -48,7 +53,7 @@ class Bernoulli(Likelihood):
 
     def __init__(self, params, event_ndim):
         super().__init__(params, event_ndim)
-        self.logits = params.select(-event_ndim - 1, 0)
+        self.logits = self.params.select(-event_ndim - 1, 0)
         # validate_args off: [0, 1] intensities are a common, deliberate use of this likelihood
         self.dist = td.Independent(td.Bernoulli(logits=self.logits, validate_args=False), event_ndim)
 
@@ -107,7 +112,7 @@ class Gaussian(Likelihood):
 
     def __init__(self, params, event_ndim, sigma: float = 1.0):
         super().__init__(params, event_ndim)
-        self.loc, self.sigma = params.select(-event_ndim - 1, 0), sigma
+        self.loc, self.sigma = self.params.select(-event_ndim - 1, 0), sigma
         self.dist = td.Independent(td.Normal(self.loc, sigma, validate_args=False), event_ndim)
 
     def sample(self, generator=None):
@@ -123,8 +128,8 @@ class GaussianLearned(Likelihood):
     def __init__(self, params, event_ndim):
         super().__init__(params, event_ndim)
         axis = -event_ndim - 1
-        self.loc = params.select(axis, 0)
-        self.log_var = params.select(axis, 1).clamp(min=self.min_log_var)
+        self.loc = self.params.select(axis, 0)
+        self.log_var = self.params.select(axis, 1).clamp(min=self.min_log_var)
         self.dist = td.Independent(td.Normal(self.loc, torch.exp(0.5 * self.log_var), validate_args=False), event_ndim)
 
     def sample(self, generator=None):
@@ -138,7 +143,7 @@ class Categorical256(Likelihood):
 
     def __init__(self, params, event_ndim):
         super().__init__(params, event_ndim)
-        self.logits = params.movedim(-event_ndim - 1, -1)  # (*batch, *event, 256)
+        self.logits = self.params.movedim(-event_ndim - 1, -1)  # (*batch, *event, 256)
         self.dist = td.Independent(td.Categorical(logits=self.logits, validate_args=False), event_ndim)
 
     @staticmethod
@@ -170,7 +175,7 @@ class DiagonalGaussian:
     """q(z|x) = N(μ, diag σ²) from the encoder's (μ, log σ²)."""
 
     def __init__(self, mu: torch.Tensor, log_var: torch.Tensor):
-        self.mu, self.log_var = mu, log_var
+        self.mu, self.log_var = _full_precision(mu), _full_precision(log_var)
 
     @property
     def mean(self) -> torch.Tensor:

@@ -31,7 +31,8 @@ from .models import build
 from .objectives import kl_warmup
 
 # Keys of a run's config that may change when it is resumed; anything else would make it another run.
-RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard"}
+RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
+             "precision", "compile"}
 CHECK_EVERY = 100  # steps between checks that the loss is finite (a check syncs with the device)
 
 
@@ -151,6 +152,10 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
     writer = _tensorboard(out) if tc.tensorboard and world.main else None
     run = Run(out, config, model, s["history"])
     step_loss = distributed.wrap(model, world, device)
+    if tc.compile:  # in place, so the state dict keeps its keys
+        for net in _networks(model):
+            net.compile()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
     rows = None if world.size == 1 else (lambda n: distributed.shard(n, world))
 
     def save(buf: torch.Tensor):
@@ -180,7 +185,8 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
             n = len(x)
             if n == 0:  # a short last batch left this rank nothing: a zero-weight row keeps the collectives in step
                 x, y = x.new_zeros((1, *x.shape[1:])), None if y is None else y.new_zeros((1, *y.shape[1:]))
-            loss, terms = step_loss(x, y, kl_warmup(s["step"], tc.kl_warmup_steps), noise, world.size * n / n_global)
+            with autocast:
+                loss, terms = step_loss(x, y, kl_warmup(s["step"], tc.kl_warmup_steps), noise, world.size * n / n_global)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:
@@ -271,6 +277,14 @@ def _check_resumable(stored: Config | None, config: Config, out: Path) -> None:
         for k, v in a[section].items():
             if b[section][k] != v and not (section == "train" and k in RESUMABLE):
                 raise VaekitError(f"{out}: cannot resume with {section}.{k}={b[section][k]!r}; the run was made with {v!r}")
+
+
+def _networks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The encoder and decoder networks (and a hierarchical VAE's layer networks): what compiling pays for."""
+    nets = []
+    for m in model.children():
+        nets.extend(m if isinstance(m, torch.nn.ModuleList) else [m])
+    return nets
 
 
 def _rank_seed(seed: int, rank: int, step: int) -> int:

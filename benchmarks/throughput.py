@@ -1,21 +1,16 @@
-"""Training throughput of the 784-400-20 MLP VAE at batch 128: vaekit's trainer vs a reference loop.
+"""Training throughput of the 784-400-20 MLP VAE: vaekit's trainer vs the pytorch/examples reference loop.
 
 The reference is written the way pytorch/examples/vae/main.py writes it: a
 DataLoader over a TensorDataset, an eager model, BCE + KLD summed over the batch,
-Adam. Both train on the same MNIST images (or random images of its shape when
-MNIST is not at hand) in the same process. The machine is shared and noisy, so
-the loops take turns, one epoch each, for several rounds, and every figure is a
-median over rounds. Run:  python benchmarks/throughput.py [--rounds 5] [--data-dir ../shared/data]
+Adam. Both train on the same images in the same process, taking turns one epoch
+each, so every ratio is taken within a round on the machine as it was then.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +18,10 @@ from torch import nn
 
 import vaekit
 
-FLOP_PER_SAMPLE = 3 * 2 * (784 * 400 + 400 * 40 + 20 * 400 + 400 * 784)  # forward + backward ≈ 3× forward matmuls
+# The matmul FLOPs one training sample needs: forward 2·m·n per layer, backward the same again for the weight
+# gradient and, except at the first layer (whose input is data), again for the input gradient.
+LAYERS = [(784, 400), (400, 40), (20, 400), (400, 784)]
+FLOP_PER_SAMPLE = sum(2 * m * n * (2 if i == 0 else 3) for i, (m, n) in enumerate(LAYERS))
 
 
 class ReferenceVAE(nn.Module):
@@ -55,16 +53,17 @@ def reference_epoch(x: torch.Tensor, batch_size: int) -> float:
     return len(x) / (time.perf_counter() - t0)
 
 
-def vaekit_epoch(data: str, data_dir: str | None, batch_size: int, binarize: str) -> float:
+def vaekit_epoch(data: str, data_dir: str | None, batch_size: int, binarize: str = "none", **sets) -> float:
     """Samples/s of one epoch of vaekit.fit, as its metrics record it (validation excluded)."""
     sets = {"data.name": data, "data.binarize": binarize, "data.download": False, "data.data_dir": data_dir,
-            "train.epochs": 1, "train.batch_size": batch_size, "train.tensorboard": False, "model.latent_dim": 20}
+            "train.epochs": 1, "train.batch_size": batch_size, "train.tensorboard": False, "model.latent_dim": 20, **sets}
     with tempfile.TemporaryDirectory() as tmp:
         run = vaekit.fit(vaekit.Config(out=tmp).override([f"{k}={json.dumps(v)}" for k, v in sets.items()]))
     return run.history[0]["samples_per_s"]
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The machine's fp32 matmul rate now: the median of ``repeats`` n×n products."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     times = []
@@ -75,47 +74,22 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    args = ap.parse_args()
-
-    mnist = Path(args.data_dir) / "mnist" / "train-images-idx3-ubyte.gz"
-    if mnist.exists():
-        source, data_dir = "mnist", args.data_dir
-        ds = vaekit.load_dataset(vaekit.DataConfig(name="mnist", data_dir=data_dir, download=False))
-        x = ds.train.x.float() / 255
-    else:  # no MNIST here: random images of its size and count cost the same
-        source, data_dir = None, None
-        tmp = Path(tempfile.mkdtemp()) / "random-mnist.npy"
-        import numpy as np
-
-        np.save(tmp, np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8))
-        source = str(tmp)
-        x = torch.from_numpy(np.load(tmp)).float().div(255)[:54000]
-    torch.manual_seed(0)
-    rows = {"reference loop (pytorch/examples)": [], "vaekit trainer": [], "vaekit trainer, dynamic binarization": [], "matmul GFLOP/s": []}
-    for r in range(args.rounds):
-        rows["matmul GFLOP/s"].append(matmul_gflops())
-        ref = reference_epoch(x, args.batch_size)
-        rows["reference loop (pytorch/examples)"].append(ref)
-        rows["vaekit trainer"].append(vaekit_epoch(source, data_dir, args.batch_size, "none"))
-        rows["vaekit trainer, dynamic binarization"].append(vaekit_epoch(source, data_dir, args.batch_size, "dynamic"))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rows.items()), file=sys.stderr)
-    gflops = statistics.median(rows.pop("matmul GFLOP/s"))
-    bound = gflops * 1e9 / FLOP_PER_SAMPLE
-    refs = rows["reference loop (pytorch/examples)"]
-    print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}, fp32 matmul {gflops:.0f} GFLOP/s (2048², median)")
-    print(f"model: 784-400-20-400-784 MLP VAE, batch {args.batch_size}, {FLOP_PER_SAMPLE / 1e6:.2f} MFLOP per training sample; "
-          f"bound {bound:,.0f} samples/s; medians of {args.rounds} interleaved epochs")
-    print(f"{'':38} {'samples/s':>10} {'× reference':>12} {'of bound':>9}")
-    for name, v in rows.items():
-        ratio = statistics.median(a / b for a, b in zip(v, refs))  # per round: both saw the same machine load
-        print(f"{name:38} {statistics.median(v):10,.0f} {ratio:12.2f} {statistics.median(v) / bound:9.1%}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def measure(x: torch.Tensor, source: str, data_dir: str | None, batch_sizes=(128, 1024), rounds: int = 3, log=print) -> dict:
+    """Per batch size: samples/s of both loops, vaekit's ratio to the reference and both fractions of the bound."""
+    rows = {b: {"reference": [], "vaekit": [], "bound": []} for b in batch_sizes}
+    for r in range(rounds):
+        for b in batch_sizes:
+            rows[b]["bound"].append(matmul_gflops() * 1e9 / FLOP_PER_SAMPLE)
+            rows[b]["reference"].append(reference_epoch(x, b))
+            rows[b]["vaekit"].append(vaekit_epoch(source, data_dir, b))
+            log(f"training, round {r + 1}/{rounds}, batch {b}: reference {rows[b]['reference'][-1]:,.0f}/s, "
+                f"vaekit {rows[b]['vaekit'][-1]:,.0f}/s, bound {rows[b]['bound'][-1]:,.0f}/s")
+    out = {}
+    for b, v in rows.items():
+        out[b] = {"reference_samples_per_s": statistics.median(v["reference"]),
+                  "vaekit_samples_per_s": statistics.median(v["vaekit"]),
+                  "bound_samples_per_s": statistics.median(v["bound"]),
+                  "vaekit_over_reference": statistics.median(a / c for a, c in zip(v["vaekit"], v["reference"])),
+                  "vaekit_of_bound": statistics.median(a / c for a, c in zip(v["vaekit"], v["bound"])),
+                  "reference_of_bound": statistics.median(a / c for a, c in zip(v["reference"], v["bound"]))}
+    return out

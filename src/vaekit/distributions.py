@@ -53,7 +53,8 @@ class Bernoulli(Likelihood):
 
     def __init__(self, params, event_ndim):
         super().__init__(params, event_ndim)
-        self.logits = self.params.select(-event_ndim - 1, 0)
+        # squeeze, not select: select's backward fills a zero tensor of the decoder's output and copies into it
+        self.logits = self.params.squeeze(-event_ndim - 1)
         # validate_args off: [0, 1] intensities are a common, deliberate use of this likelihood
         self.dist = td.Independent(td.Bernoulli(logits=self.logits, validate_args=False), event_ndim)
 
@@ -112,7 +113,7 @@ class Gaussian(Likelihood):
 
     def __init__(self, params, event_ndim, sigma: float = 1.0):
         super().__init__(params, event_ndim)
-        self.loc, self.sigma = self.params.select(-event_ndim - 1, 0), sigma
+        self.loc, self.sigma = self.params.squeeze(-event_ndim - 1), sigma
         self.dist = td.Independent(td.Normal(self.loc, sigma, validate_args=False), event_ndim)
 
     def sample(self, generator=None):
@@ -128,8 +129,8 @@ class GaussianLearned(Likelihood):
     def __init__(self, params, event_ndim):
         super().__init__(params, event_ndim)
         axis = -event_ndim - 1
-        self.loc = self.params.select(axis, 0)
-        self.log_var = self.params.select(axis, 1).clamp(min=self.min_log_var)
+        self.loc, log_var = self.params.unbind(axis)  # one gradient tensor in backward, not one per select
+        self.log_var = log_var.clamp(min=self.min_log_var)
         self.dist = td.Independent(td.Normal(self.loc, torch.exp(0.5 * self.log_var), validate_args=False), event_ndim)
 
     def sample(self, generator=None):

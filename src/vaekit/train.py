@@ -148,7 +148,7 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
             s["stopped"] = None
     if world.main:
         ckpt.write_text(out / ckpt.CONFIG, config.to_json())
-    train = dataset.train.to(device) if device.type == "cuda" and isinstance(dataset.train, MemoryPart) else dataset.train
+    train = _on_device(dataset.train, device)
     writer = _tensorboard(out) if tc.tensorboard and world.main else None
     run = Run(out, config, model, s["history"])
     step_loss = distributed.wrap(model, world, device)
@@ -277,6 +277,16 @@ def _check_resumable(stored: Config | None, config: Config, out: Path) -> None:
         for k, v in a[section].items():
             if b[section][k] != v and not (section == "train" and k in RESUMABLE):
                 raise VaekitError(f"{out}: cannot resume with {section}.{k}={b[section][k]!r}; the run was made with {v!r}")
+
+
+def _on_device(part, device: torch.device):
+    """The training split on the accelerator when it takes at most half the free memory: batches are then cut
+    and binarized there, with no host-to-device copy per step."""
+    if device.type != "cuda" or not isinstance(part, MemoryPart):
+        return part
+    free, _ = torch.cuda.mem_get_info(device)
+    size = part.x.numel() * part.x.element_size() + (0 if part.y is None else part.y.numel() * part.y.element_size())
+    return part.to(device) if size <= free // 2 else part
 
 
 def _networks(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 import vaekit
 from vaekit import Config, VaekitError, fit
+from vaekit.fused import FusedStep
 from vaekit.models import VAE
 
 TIMING = ("seconds", "samples_per_s")
@@ -72,19 +73,18 @@ def test_resume_after_max_steps_is_bit_identical(tmp_path):
 def test_resume_after_an_interruption_is_bit_identical(tmp_path, monkeypatch):
     fit(small(tmp_path / "full"))
     calls = {"n": 0}
-    loss = VAE.loss
+    step = torch.optim.Adam.step
 
-    def interrupted(self, x, **kw):
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 35:
-                raise KeyboardInterrupt
-        return loss(self, x, **kw)
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 35:
+            raise KeyboardInterrupt
+        return step(self, *a, **kw)
 
-    monkeypatch.setattr(VAE, "loss", interrupted)
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit(small(tmp_path / "part", **{"train.checkpoint_steps": 10}))
-    monkeypatch.setattr(VAE, "loss", loss)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
     state = torch.load(tmp_path / "part" / "trainer.pt", weights_only=True)
     assert state["step"] == 30  # the last checkpoint before the interruption
     fit(small(tmp_path / "part", **{"train.checkpoint_steps": 10}), resume=True)
@@ -101,22 +101,30 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_config(tmp_path):
     assert [h["epoch"] for h in run.history] == [1, 2]
 
 
-def test_nan_loss_is_reported_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    fit(small(tmp_path / "good", **{"train.max_steps": 15}))
+@pytest.mark.parametrize("by_hand", [True, False])
+def test_nan_loss_is_reported_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, by_hand):
+    fit(small(tmp_path / "good", **{"train.max_steps": 15, "train.fused": by_hand}))
     calls = {"n": 0}
-    loss = VAE.loss
 
-    def poisoned(self, x, **kw):
-        out = loss(self, x, **kw)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] >= 18:
-                out.loss = out.loss * float("nan")
-        return out
+    def poison(terms):
+        calls["n"] += 1
+        return terms * float("nan") if calls["n"] >= 18 else terms
 
-    monkeypatch.setattr(VAE, "loss", poisoned)
+    if by_hand:  # the hand-derived step the default MLP VAE trains with
+        step = FusedStep.__call__
+        monkeypatch.setattr(FusedStep, "__call__", lambda self, *a: poison(step(self, *a)))
+    else:
+        loss = VAE.loss
+
+        def poisoned(self, x, **kw):
+            out = loss(self, x, **kw)
+            if self.training:
+                out.loss = poison(out.loss)
+            return out
+
+        monkeypatch.setattr(VAE, "loss", poisoned)
     with pytest.raises(VaekitError, match=r"loss became nan at step 18 \(epoch 1\).*last good checkpoint"):
-        fit(small(tmp_path / "bad", **{"train.checkpoint_steps": 5}))
+        fit(small(tmp_path / "bad", **{"train.checkpoint_steps": 5, "train.fused": by_hand}))
     assert torch.load(tmp_path / "bad" / "trainer.pt", weights_only=True)["step"] == 15
     assert same_weights(tmp_path / "good", tmp_path / "bad")
 

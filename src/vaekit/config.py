@@ -87,6 +87,7 @@ class TrainConfig:
     threads: int | None = None  # torch.set_num_threads on CPU
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the networks under bfloat16 autocast, densities in fp32
     compile: bool = False  # torch.compile the encoder and decoder networks
+    fused: bool = True  # the hand-derived step (vaekit.fused) for the MLP Bernoulli VAE, where it applies
     tensorboard: bool = True  # also log to TensorBoard when the optional extra is installed
 
     def __post_init__(self):

@@ -31,6 +31,7 @@ from .evaluate import materialize
 
 LOOPBACK = ("127.0.0.1", "localhost")
 MAX_BODY = 2 * 1024 * 1024  # bytes: a request larger than any image upload we accept
+DRAIN_LIMIT = 8 * MAX_BODY  # an oversized body up to this is read and dropped before the 413; a larger one is cut off
 MAX_PIXELS = 4096 * 4096  # an upload decoding to more pixels than this is refused before it is decoded
 SCATTER_POINTS = 2000
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -217,7 +218,10 @@ def make_handler(explorer: Explorer, static: Path):
             except ValueError:
                 raise BadRequest("a Content-Length header is required", HTTPStatus.LENGTH_REQUIRED) from None
             if length > MAX_BODY:
-                self.close_connection = True  # the unread body is not worth reading
+                self.close_connection = True
+                if length <= DRAIN_LIMIT:  # read the body away, so the client is not cut off mid-send before our answer
+                    for start in range(0, length, 1 << 16):
+                        self.rfile.read(min(1 << 16, length - start))
                 raise BadRequest(f"request of {length} bytes is over the {MAX_BODY}-byte limit", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
             try:
                 body = json.loads(self.rfile.read(length) or b"null")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, fused
 from .config import Config
 from .data import Dataset, MemoryPart, load_dataset
 from .errors import VaekitError
@@ -32,7 +32,7 @@ from .objectives import kl_warmup
 
 # Keys of a run's config that may change when it is resumed; anything else would make it another run.
 RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
-             "precision", "compile"}
+             "precision", "compile", "fused"}
 CHECK_EVERY = 100  # steps between checks that the loss is finite (a check syncs with the device)
 
 
@@ -156,6 +156,9 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
         for net in _networks(model):
             net.compile()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+    # DDP's gradient hooks, autocast and compiled graphs all live in autograd: those runs take the autograd step
+    by_hand = tc.fused and world.size == 1 and tc.precision == "fp32" and not tc.compile
+    fast = fused.step_for(model) if by_hand else None
     rows = None if world.size == 1 else (lambda n: distributed.shard(n, world))
 
     def save(buf: torch.Tensor):
@@ -185,10 +188,14 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
             n = len(x)
             if n == 0:  # a short last batch left this rank nothing: a zero-weight row keeps the collectives in step
                 x, y = x.new_zeros((1, *x.shape[1:])), None if y is None else y.new_zeros((1, *y.shape[1:]))
-            with autocast:
-                loss, terms = step_loss(x, y, kl_warmup(s["step"], tc.kl_warmup_steps), noise, world.size * n / n_global)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            kl_weight, weight = kl_warmup(s["step"], tc.kl_warmup_steps), world.size * n / n_global
+            if fast is not None:
+                terms = fast(x, kl_weight, noise, weight)
+            else:
+                with autocast:
+                    loss, terms = step_loss(x, y, kl_weight, noise, weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()

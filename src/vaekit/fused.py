@@ -1,0 +1,130 @@
+"""The training step of the MLP VAE with a Bernoulli decoder, derived by hand: forward and backward without autograd.
+
+This is the model most people train first (pytorch/examples' 784-400-20 VAE, the AEVB
+paper's MNIST models), and its useful work is a handful of matmuls. Under autograd a
+step also pays per-op dispatch and graph bookkeeping, a fresh, first-touched
+temporary for every intermediate, and elementwise passes that could be merged. This
+step does the same arithmetic (it draws the same ε from the same generator as
+``VAE.loss``, so the two agree to rounding) with every intermediate in buffers kept
+from step to step, the 1/B and KL weights folded into the matmuls' α, the loss
+reduced to the three numbers the trainer records, and the gradients written straight
+into each parameter's ``.grad``. It applies where ``applies(model)`` says; every other
+model, bf16 autocast, torch.compile and DistributedDataParallel train through autograd.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .distributions import _EXP_MAX, Bernoulli
+from .models import VAE
+from .nets import MLPDecoder, MLPEncoder
+
+_ACTIVATIONS = (nn.ReLU, nn.Tanh)
+
+
+def applies(model: nn.Module) -> bool:
+    """Whether ``model`` is the MLP VAE this step derives: Bernoulli decoder, ReLU or tanh units, the ELBO with the
+    analytic KL, one reparameterized sample per example."""
+    if type(model) is not VAE or not isinstance(model.encoder, MLPEncoder) or not isinstance(model.decoder, MLPDecoder):
+        return False
+    if getattr(model.likelihood, "func", None) is not Bernoulli or model.decoder.n_params != 1:
+        return False
+    if (model.objective, model.estimator, model.kl_estimator, model.mc_samples) != ("elbo", "reparameterization", "analytic", 1):
+        return False
+    acts = [m for m in (*model.encoder.net, *model.decoder.net) if not isinstance(m, nn.Linear)]
+    return all(isinstance(a, _ACTIVATIONS) for a in acts) and len({type(a) for a in acts}) <= 1
+
+
+class FusedStep:
+    """``step(x, kl_weight, generator, weight)``: fills every parameter's ``.grad`` with the gradient of
+    ``weight`` × (the batch's mean −ELBO) and returns (−ELBO, reconstruction, KL), batch means."""
+
+    def __init__(self, model: VAE):
+        if not applies(model):
+            raise ValueError("FusedStep derives the MLP Bernoulli VAE only; see fused.applies")
+        self.model = model
+        self.enc = [m for m in model.encoder.net if isinstance(m, nn.Linear)]
+        self.dec = [m for m in model.decoder.net if isinstance(m, nn.Linear)]
+        self.tanh = any(isinstance(m, nn.Tanh) for m in (*model.encoder.net, *model.decoder.net))
+        self.k = self.enc[-1].out_features // 2
+        self.buffers: dict[int, list[torch.Tensor]] = {}
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+
+    def _buffers(self, b: int, like: torch.Tensor) -> list[torch.Tensor]:
+        """Layer outputs, then two (b, D) scratch tensors: kept per batch size (a short last batch adds one set)."""
+        if b not in self.buffers:
+            sizes = [m.out_features for m in (*self.enc, *self.dec)] + [self.dec[-1].out_features] * 2
+            self.buffers[b] = [like.new_empty((b, n)) for n in sizes]
+        return self.buffers[b]
+
+    def _act_(self, h: torch.Tensor) -> torch.Tensor:
+        return h.tanh_() if self.tanh else h.relu_()
+
+    def _act_backward(self, d: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """d ⊙ f'(a) from the unit's output h = f(a)."""
+        return torch.ops.aten.tanh_backward(d, h) if self.tanh else torch.ops.aten.threshold_backward(d, h, 0)
+
+    def _forward(self, layers: list[nn.Linear], h: torch.Tensor, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each layer's input, then the last layer's output (no activation after it)."""
+        inputs = []
+        for i, (lin, out) in enumerate(zip(layers, outs)):
+            inputs.append(h)
+            h = torch.addmm(lin.bias, h, lin.weight.t(), out=out)
+            if i < len(layers) - 1:
+                self._act_(h)
+        return inputs + [h]
+
+    def _backward(self, layers: list[nn.Linear], inputs: list[torch.Tensor], d: torch.Tensor, alpha: float,
+                  input_grad: bool) -> torch.Tensor | None:
+        """Weight and bias gradients of α·d flowing back through ``layers``; the gradient at their input if asked."""
+        for i in reversed(range(len(layers))):
+            lin, h = layers[i], inputs[i]
+            lin.weight.grad.addmm_(d.t(), h, beta=0, alpha=alpha)
+            torch.sum(d, 0, out=lin.bias.grad).mul_(alpha)
+            if i == 0 and not input_grad:
+                return None
+            d = torch.mm(d, lin.weight)
+            if i > 0:
+                d = self._act_backward(d, h)
+        return d.mul_(alpha)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None, weight: float) -> torch.Tensor:
+        b, k = len(x), self.k
+        x = x.reshape(b, -1)
+        *outs, u, scratch = self._buffers(b, x)
+        n_enc = len(self.enc)
+        enc_in = self._forward(self.enc, x, outs[:n_enc])
+        mu, log_var = enc_in[-1][:, :k], enc_in[-1][:, k:]
+        std = torch.exp(0.5 * log_var)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)  # as DiagonalGaussian.rsample
+        z = torch.addcmul(mu, std, eps)
+        dec_in = self._forward(self.dec, z, outs[n_enc:])
+        logits = dec_in.pop()
+
+        # −log p(x|z) = Σ log(1 + e^l) − Σ x·l, summed over the batch (the trainer records means only)
+        torch.exp(logits, out=u).add_(1)
+        overflow = logits.amax() > _EXP_MAX if logits.device.type == "cpu" else (logits > _EXP_MAX).any()
+        log_u = torch.where(logits > _EXP_MAX, logits, torch.log(u)) if overflow else torch.log(u, out=scratch)
+        rec = log_u.sum() - torch.dot(x.flatten(), logits.flatten())
+        var = std * std
+        kl = 0.5 * (var + mu * mu - 1 - log_var).sum()
+        c = self.model.beta * kl_weight
+        terms = torch.stack([rec + c * kl, rec, kl]) / b
+
+        # backward: ∂/∂l of −log p(x|z) is σ(l) − x = −(1/u − 1 + x), with the batch mean's 1/B folded into α
+        g = weight / b
+        d = u.reciprocal_().sub_(1).add_(x)
+        dz = self._backward(self.dec, dec_in, d, -g, input_grad=True)
+        dq = x.new_empty((b, 2 * k))
+        torch.add(dz, mu, alpha=c * g, out=dq[:, :k])  # + ∂ KL/∂μ = μ
+        dq[:, k:] = dz * eps * std * 0.5 + (var - 1) * (0.5 * c * g)  # ∂z/∂ log σ² = ε σ / 2; ∂ KL/∂ log σ² = (σ² − 1) / 2
+        self._backward(self.enc, enc_in[:-1], dq, 1.0, input_grad=False)
+        return terms
+
+
+def step_for(model: nn.Module) -> FusedStep | None:
+    return FusedStep(model) if applies(model) else None
+

@@ -40,7 +40,16 @@ def test_aevb_fig2_on_digits_writes_both_methods_for_each_latent_size(tmp_path, 
             assert pts[-1]["train_elbo"] > pts[0]["train_elbo"]  # both learn
             assert all(p["test_elbo"] < 0 for p in pts)
     assert (out / "fig2.png").stat().st_size > 1000 and (out / "fig2.csv").exists()
-    assert "| 2 |" in (out / "summary.md").read_text() and "wake-sleep" in capsys.readouterr().out
+    summary = (out / "summary.md").read_text()
+    assert "| 2 |" in summary and "wake-sleep" in capsys.readouterr().out
+    assert {(t["method"], t["latent_dim"]) for t in r["seconds"] if t["seconds"] > 0} == {(m, k) for m in ("AEVB", "wake-sleep") for k in (2, 5)}
+    # the paper's findings are checked against this run's own numbers
+    final = {k: {m: [p for p in r["points"] if p["latent_dim"] == k and p["method"] == m][-1]["test_elbo"]
+                 for m in ("AEVB", "wake-sleep")} for k in (2, 5)}
+    better = sum(f["AEVB"] > f["wake-sleep"] for f in final.values())
+    verdict = "yes" if better == 2 else "no"
+    assert f"| AEVB reaches a better bound than wake-sleep in all experiments | AEVB's final test bound ahead for {better} of 2 N_z | {verdict} |" in summary
+    assert "20–40 minutes per million training samples" in summary
 
 
 def test_aevb_fig2_needs_a_budget(tmp_path):
@@ -56,4 +65,10 @@ def test_aevb_fig3_compares_three_methods_and_keeps_mcem_to_the_small_set(tmp_pa
     methods = {(p["train_size"], p["method"]) for p in r["points"]}
     assert methods == {(200, "AEVB"), (200, "wake-sleep"), (200, "MCEM"), (1200, "AEVB"), (1200, "wake-sleep")}
     assert all(-200 < p["test_log_px"] < 0 for p in r["points"])
-    assert (out / "fig3.png").stat().st_size > 1000 and "| 1,200 |" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert (out / "fig3.png").stat().st_size > 1000 and "| 1,200 |" in summary
+    final = {(n, m): [p for p in r["points"] if p["train_size"] == n and p["method"] == m][-1]["test_log_px"]
+             for n, m in methods}
+    ahead = sum(final[(n, "AEVB")] > final[(n, "wake-sleep")] for n in (200, 1200))
+    assert f"AEVB ahead on {ahead} of 2 training sets" in summary
+    assert f"MCEM − AEVB on 200 points: {final[(200, 'MCEM')] - final[(200, 'AEVB')]:+.2f} nats" in summary

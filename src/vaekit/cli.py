@@ -198,6 +198,7 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--budget", type=int, default=600_000, help="training samples to evaluate")
     p.add_argument("--checkpoints", type=int, default=6)
     p.add_argument("--draws", type=int, default=50, help="draws of z per variance estimate")
+    p.add_argument("--test-rows", type=int, default=100, help="aevb-fig3: test images whose log p(x) is estimated")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
@@ -496,7 +497,8 @@ def _reproduce(args) -> int:
         grad_variance(out, args.dataset, args.budget, args.checkpoints, args.draws, args.data_dir, args.seed, not args.no_progress)
     elif args.experiment == "aevb-fig3":
         sizes = _units(args.train_sizes, "--train-sizes")
-        aevb_fig3(out, args.dataset, args.budget, tuple(sizes) if sizes else (1000, 50000), args.checkpoints, args.data_dir, args.seed)
+        aevb_fig3(out, args.dataset, args.budget, tuple(sizes) if sizes else (1000, 50000), args.checkpoints, args.data_dir, args.seed,
+                  args.test_rows)
     else:
         sizes = _units(args.latent_sizes, "--latent-sizes")
         aevb_fig2(out, args.dataset, args.budget, tuple(sizes) if sizes else None, args.checkpoints, args.data_dir, args.seed,

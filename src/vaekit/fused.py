@@ -106,8 +106,10 @@ class FusedStep:
 
         # −log p(x|z) = Σ log(1 + e^l) − Σ x·l, summed over the batch (the trainer records means only)
         torch.exp(logits, out=u).add_(1)
-        overflow = logits.amax() > _EXP_MAX if logits.device.type == "cpu" else (logits > _EXP_MAX).any()
-        log_u = torch.where(logits > _EXP_MAX, logits, torch.log(u)) if overflow else torch.log(u, out=scratch)
+        if logits.device.type == "cpu" and logits.amax() <= _EXP_MAX:
+            log_u = torch.log(u, out=scratch)
+        else:  # e^l overflowed to inf above _EXP_MAX, where log(1 + e^l) = l; no host sync on an accelerator
+            log_u = torch.where(logits > _EXP_MAX, logits, torch.log(u))
         rec = log_u.sum() - torch.dot(x.flatten(), logits.flatten())
         var = std * std
         kl = 0.5 * (var + mu * mu - 1 - log_var).sum()

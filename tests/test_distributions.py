@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from vaekit.data.parts import bernoulli16
@@ -131,3 +132,26 @@ def test_bernoulli16_is_unbiased_and_seeded():
     se = (p[0] * (1 - p[0]) / len(x)).sqrt()
     assert ((x.mean(0) - p[0]).abs() <= 4 * se + 1e-6).all()
     assert torch.equal(x, bernoulli16(p, torch.Generator().manual_seed(0)))
+
+
+def test_a_sigmoid_mean_keeps_gaussian_decoders_in_the_unit_interval():
+    raw = torch.randn(4, 2, 3, 3) * 5
+    x = torch.rand(4, 3, 3)
+    lik = GaussianLearned(raw, event_ndim=2, mean="sigmoid")
+    loc, var = torch.sigmoid(raw[:, 0]), raw[:, 1].clamp(min=GaussianLearned.min_log_var).exp()
+    expected = (-0.5 * ((x - loc) ** 2 / var + var.log() + math.log(2 * math.pi))).sum((1, 2))
+    assert torch.allclose(lik.log_prob(x), expected, atol=1e-4) and torch.allclose(lik.mean, loc)
+    assert torch.allclose(Gaussian(raw[:, :1], event_ndim=2, sigma=0.5, mean="sigmoid").mean, loc)
+    assert torch.allclose(GaussianLearned(raw, event_ndim=2).mean, raw[:, 0])  # linear by default
+
+
+def test_a_sigmoid_mean_needs_a_gaussian_likelihood():
+    from dataclasses import replace
+
+    from vaekit.config import ModelConfig
+    from vaekit.errors import VaekitError
+    from vaekit.models import build
+
+    cfg = replace(ModelConfig(), input_shape=(1, 8, 8), likelihood="bernoulli", gaussian_mean="sigmoid")
+    with pytest.raises(VaekitError, match="model.gaussian_mean='sigmoid' shapes a Gaussian decoder's mean"):
+        build(cfg)

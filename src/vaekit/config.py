@@ -48,6 +48,7 @@ class ModelConfig:
     upper_hidden: tuple[int, ...] = (100, 100)  # hvae: deterministic widths between two stochastic layers
     likelihood: Literal["auto", "bernoulli", "gaussian", "gaussian-learned", "categorical"] = "auto"
     sigma: float = 1.0  # the fixed σ of the "gaussian" likelihood
+    gaussian_mean: Literal["linear", "sigmoid"] = "linear"  # sigmoid: the Gaussian decoders' mean kept in (0, 1)
     beta: float = 1.0  # weight of the KL term (β-VAE)
     mc_samples: int = 1  # L, Monte Carlo samples of z per data point
     objective: Literal["elbo", "iwae"] = "elbo"  # iwae: the K-sample importance weighted bound (Burda et al., 2015)
@@ -153,9 +154,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
          "train.optimizer": "adagrad", "train.lr": 0.02, "train.batch_size": 100, "train.weight_decay": 2e-5}),
     "aevb-frey": (
         "Kingma & Welling (2013), section 5 and appendix C: Frey Face, 200 tanh units, Gaussian decoder with learned "
-        "variance, Adagrad, M = 100, L = 1, weights from N(0, 0.01^2), weight decay 1/N",
+        "variance and its means squashed into (0, 1) by a sigmoid, Adagrad, M = 100, L = 1, weights from N(0, 0.01^2), "
+        "weight decay 1/N",
         {"data.name": "frey-face", "model.kind": "vae", "model.net": "mlp", "model.hidden": [200], "model.activation": "tanh",
-         "model.latent_dim": 10, "model.likelihood": "gaussian-learned", "model.init_std": 0.01, "model.mc_samples": 1,
+         "model.latent_dim": 10, "model.likelihood": "gaussian-learned", "model.gaussian_mean": "sigmoid",
+         "model.init_std": 0.01, "model.mc_samples": 1,
          "train.optimizer": "adagrad", "train.lr": 0.02, "train.batch_size": 100, "train.weight_decay": 6e-4}),
     "iwae-1layer": (
         "Burda, Grosse & Salakhutdinov (2015), section 5: one stochastic layer of 50 units under two deterministic "

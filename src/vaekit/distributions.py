@@ -108,12 +108,17 @@ class _BernoulliLogProb(torch.autograd.Function):
         return grad_logits, grad_x
 
 
+def _mean(raw: torch.Tensor, kind: str) -> torch.Tensor:
+    """A Gaussian decoder's mean: the raw output, or squashed into (0, 1) by a sigmoid (AEVB's Frey Face decoder)."""
+    return torch.sigmoid(raw) if kind == "sigmoid" else raw
+
+
 class Gaussian(Likelihood):
     """N(x; f(z), σ²) with a fixed σ; σ = 1 makes −log p = ½‖x − x̂‖² + const."""
 
-    def __init__(self, params, event_ndim, sigma: float = 1.0):
+    def __init__(self, params, event_ndim, sigma: float = 1.0, mean: str = "linear"):
         super().__init__(params, event_ndim)
-        self.loc, self.sigma = self.params.squeeze(-event_ndim - 1), sigma
+        self.loc, self.sigma = _mean(self.params.squeeze(-event_ndim - 1), mean), sigma
         self.dist = td.Independent(td.Normal(self.loc, sigma, validate_args=False), event_ndim)
 
     def sample(self, generator=None):
@@ -126,11 +131,11 @@ class GaussianLearned(Likelihood):
     n_params = 2
     min_log_var = -9.0  # σ ≥ 0.011: below the 1/255 quantization step the density just spikes
 
-    def __init__(self, params, event_ndim):
+    def __init__(self, params, event_ndim, mean: str = "linear"):
         super().__init__(params, event_ndim)
         axis = -event_ndim - 1
-        self.loc, log_var = self.params.unbind(axis)  # one gradient tensor in backward, not one per select
-        self.log_var = log_var.clamp(min=self.min_log_var)
+        loc, log_var = self.params.unbind(axis)  # one gradient tensor in backward, not one per select
+        self.loc, self.log_var = _mean(loc, mean), log_var.clamp(min=self.min_log_var)
         self.dist = td.Independent(td.Normal(self.loc, torch.exp(0.5 * self.log_var), validate_args=False), event_ndim)
 
     def sample(self, generator=None):

@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .data.corrupt import corrupt
-from .distributions import LIKELIHOODS, DiagonalGaussian, Gaussian, Likelihood, PointMass, StandardNormal
+from .distributions import LIKELIHOODS, DiagonalGaussian, Gaussian, GaussianLearned, Likelihood, PointMass, StandardNormal
 from .errors import VaekitError
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .objectives import LossOutput, negative_elbo, negative_iwae, score_function_surrogate
@@ -224,7 +224,15 @@ def build(cfg: ModelConfig) -> Autoencoder:
         raise ValueError("build() needs a resolved ModelConfig (input_shape and likelihood set)")
     shape = tuple(cfg.input_shape)
     lik = LIKELIHOODS[cfg.likelihood]
-    likelihood = partial(Gaussian, event_ndim=len(shape), sigma=cfg.sigma) if lik is Gaussian else partial(lik, event_ndim=len(shape))
+    if lik is Gaussian:
+        likelihood = partial(Gaussian, event_ndim=len(shape), sigma=cfg.sigma, mean=cfg.gaussian_mean)
+    elif lik is GaussianLearned:
+        likelihood = partial(GaussianLearned, event_ndim=len(shape), mean=cfg.gaussian_mean)
+    elif cfg.gaussian_mean != "linear":
+        raise VaekitError(f"model.gaussian_mean={cfg.gaussian_mean!r} shapes a Gaussian decoder's mean; "
+                          f"model.likelihood={cfg.likelihood!r} has none")
+    else:
+        likelihood = partial(lik, event_ndim=len(shape))
     bottom = cfg.stochastic_layers[0] if cfg.kind == "hvae" else cfg.latent_dim  # the layer that touches x
     code = 2 * bottom if cfg.kind in ("vae", "hvae", "cvae") else bottom
     if cfg.kind == "cvae":

@@ -51,6 +51,12 @@ def test_aevb_fig2_on_digits_writes_both_methods_for_each_latent_size(tmp_path, 
     verdict = "yes" if better == 2 else "no"
     assert f"| AEVB reaches a better bound than wake-sleep in all experiments | AEVB's final test bound ahead for {better} of 2 N_z | {verdict} |" in summary
     assert "20–40 minutes per million training samples" in summary
+    # Adagrad's step size chosen as the paper chose it: the best training bound after the first few iterations
+    assert {(c["method"], c["latent_dim"]) for c in r["step_sizes"]} == {(m, k) for m in ("AEVB", "wake-sleep") for k in (2, 5)}
+    for c in r["step_sizes"]:
+        assert set(c["pilot_train_bound"]) == {"0.01", "0.02", "0.1"} and c["pilot_steps"] == 4
+        assert c["pilot_train_bound"][str(c["lr"])] == max(c["pilot_train_bound"].values())
+    assert "Adagrad step sizes, chosen from {0.01, 0.02, 0.1}" in summary
 
 
 def test_aevb_fig2_needs_a_budget(tmp_path):

@@ -65,6 +65,19 @@ def test_the_sleep_phase_fits_q_to_the_models_posterior():
     assert torch.allclose(q.log_var, -torch.log(lam).expand(5, -1), atol=0.15)
 
 
+def test_a_diverged_wake_sleep_step_is_a_clear_error():
+    import pytest
+
+    from vaekit.errors import VaekitError
+
+    model, *_ = linear_gaussian(sigma=0.5)
+    with torch.no_grad():
+        next(model.decoder.parameters()).fill_(float("nan"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(VaekitError, match="wake-sleep diverged.*smaller step size"):
+        wake_sleep_step(model, torch.randn(4, 6), opt, opt)
+
+
 def test_hmc_importance_estimate_matches_the_exact_likelihood():
     from vaekit.baselines import hmc_log_likelihood
 

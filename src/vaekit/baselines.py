@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from .errors import VaekitError
+
 LogDensity = Callable[[torch.Tensor], torch.Tensor]  # z (B, k) -> log density up to a constant (B,)
 
 
@@ -67,6 +69,8 @@ def wake_sleep_step(model, x: torch.Tensor, wake_optimizer: torch.optim.Optimize
         z = model.encode(x).rsample(generator=generator)
     wake_optimizer.zero_grad(set_to_none=True)
     wake = -log_joint(model, x)(z).mean()
+    if not torch.isfinite(wake):  # the decoder has diverged: no dream can be drawn from it
+        raise VaekitError(f"wake-sleep diverged: the wake phase's loss is {wake.item()}; try a smaller step size")
     wake.backward()
     wake_optimizer.step()
     with torch.no_grad():

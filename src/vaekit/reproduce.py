@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import tempfile
 import time
 from dataclasses import replace
@@ -183,11 +184,14 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
             scores = {}
             with tempfile.TemporaryDirectory() as tmp:
                 for lr in STEP_SIZES:
-                    model = run_method(lr, [pilot], Path(tmp) / str(lr), lambda *_: None)
-                    scores[lr] = mean_loss(model, train_part)["loss"]
+                    try:
+                        model = run_method(lr, [pilot], Path(tmp) / str(lr), lambda *_: None)
+                        scores[lr] = mean_loss(model, train_part)["loss"]
+                    except VaekitError:  # diverged within the first iterations: not a candidate
+                        scores[lr] = math.inf
             lr = min(scores, key=scores.get)
             chosen.append({"method": method, "latent_dim": k, "lr": lr, "pilot_steps": pilot,
-                           "pilot_train_bound": {str(a): -b for a, b in scores.items()}})
+                           "pilot_train_bound": {str(a): -b if math.isfinite(b) else None for a, b in scores.items()}})
             evaluation = [0.0]
 
             def record(step, model, method=method, evaluation=evaluation):

@@ -14,17 +14,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from throughput import one_epoch
+
 
 def torchrun_epoch(nproc: int, data: str, data_dir: str | None, batch_size: int) -> float:
     """Samples/s of one epoch (rank 0's record) with ``nproc`` processes."""
     threads = max(1, (os.cpu_count() or 1) // nproc)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    sets = {"data.name": data, "data.binarize": "none", "data.download": False, "data.data_dir": data_dir,
-            "train.epochs": 1, "train.batch_size": batch_size, "train.tensorboard": False, "model.latent_dim": 20}
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "vaekit", "train", "--out", tmp, "--no-progress"]
-        cmd += [a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+        cmd += [a for s in one_epoch(data, data_dir, batch_size) for a in ("--set", s)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"torchrun with {nproc} processes failed: {done.stderr[-2000:]}")

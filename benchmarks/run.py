@@ -7,7 +7,8 @@
 - iwae: IWAE-5000 log p(x) over 10k images (timed on a subset), against a one-image-at-a-time
   reference and against its matmul bound;
 - memory: peak RSS training from a streamed .npy of 1× and 10× MNIST's size;
-- ddp: 2-process torchrun (DDP, gloo) against 1 process on the same cores.
+- ddp: 2-process torchrun (DDP, gloo) against 1 process on the same cores;
+- denormal: samples/s in the 4th epoch with and without ``train.flush_denormal``.
 
 Machines are noisy: figures are medians over rounds and ratios are taken within a round. Writes
 results.json and results.md (the table in the README) to --out.
@@ -26,13 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ddp  # noqa: E402
+import denormal  # noqa: E402
 import iwae  # noqa: E402
 import memory  # noqa: E402
 import throughput  # noqa: E402
 
 import vaekit  # noqa: E402
 
-PARTS = ("training", "iwae", "memory", "ddp")
+PARTS = ("training", "iwae", "memory", "ddp", "denormal")
 
 
 def log(msg: str) -> None:
@@ -71,6 +73,11 @@ def table(r: dict) -> str:
     for b, t in r.get("ddp", {}).items():
         rows.append(f"| 2-process DDP vs 1 process, batch {b} (samples/s) | {t['two_processes_samples_per_s']:,.0f} "
                     f"| {t['one_process_samples_per_s']:,.0f} | {t['two_over_one']:.2f}× | |")
+    if "denormal" in r:
+        d = r["denormal"]
+        rows.append(f"| training, batch 128, epoch {d['epochs']} (samples/s): denormals flushed vs kept | "
+                    f"{d['flush_true']['last_epoch_samples_per_s']:,.0f} | {d['flush_false']['last_epoch_samples_per_s']:,.0f} "
+                    f"| {d['last_epoch_ratio']:.2f}× | |")
     return "\n".join(rows) + "\n"
 
 
@@ -99,6 +106,8 @@ def main() -> int:
             r["memory"] = memory.measure(Path(tmp), log=log)
     if "ddp" in parts:
         r["ddp"] = ddp.measure(source, data_dir, log=log)
+    if "denormal" in parts:
+        r["denormal"] = denormal.measure(str(Path(__file__).resolve().parent), source, data_dir, rounds=args.rounds, log=log)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(r, indent=2) + "\n")

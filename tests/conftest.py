@@ -9,6 +9,13 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _denormals_as_pytorch_keeps_them():
+    """fit() flushes denormals process-wide: every test starts from PyTorch's default."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     assert (SHARED_DATA / "mnist").is_dir(), f"the shared data sets are expected at {SHARED_DATA}"

@@ -65,7 +65,12 @@ def test_aevb_fig2_needs_a_budget(tmp_path):
         aevb_fig2(tmp_path, "digits", budget=100)
 
 
-def test_aevb_fig3_compares_three_methods_and_keeps_mcem_to_the_small_set(tmp_path):
+def test_aevb_fig3_compares_three_methods_and_keeps_mcem_to_the_small_set(tmp_path, monkeypatch):
+    import vaekit.train
+
+    decays = set()  # the paper's N(0, I) prior on the weights, 1/N per example, N the training set's size
+    make = vaekit.train.make_optimizer
+    monkeypatch.setattr(vaekit.train, "make_optimizer", lambda params, cfg: decays.add(cfg.weight_decay) or make(params, cfg))
     assert main(["reproduce", "aevb-fig3", "--dataset", "digits", "--train-sizes", "200,1200", "--budget", "2000", "--checkpoints", "2",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     out = tmp_path / "aevb-fig3"
@@ -89,6 +94,7 @@ def test_aevb_fig3_compares_three_methods_and_keeps_mcem_to_the_small_set(tmp_pa
         assert set(scores) == {"0.01", "0.02", "0.1"} and c["pilot_steps"] == 1
         assert scores[str(c["lr"])] == max(v for v in scores.values() if v is not None)
     assert "Adagrad step sizes, chosen from {0.01, 0.02, 0.1} by log p(x)" in summary
+    assert decays == {1 / 200, 1 / 1200}
 
 
 def test_a_step_size_that_diverges_is_never_chosen():

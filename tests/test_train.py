@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -210,3 +212,18 @@ def test_compiled_networks_train_like_eager_and_keep_the_checkpoint_keys(tmp_pat
     assert abs(eager.history[0]["train_loss"] - compiled.history[0]["train_loss"]) < 1e-3
     loaded = vaekit.load(tmp_path / "compiled")  # the compiled run's checkpoint loads into a plain model, weights intact
     assert all(torch.equal(v, compiled.model.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_fit_flushes_denormals_on_every_cpu_thread(tmp_path, flush):
+    # a fresh process, as under the CLI: the intra-op threads are created inside fit and take its mode
+    script = f"""
+import json, sys, torch, vaekit
+vaekit.fit(vaekit.Config(out=sys.argv[1]).override(["train.epochs=1", "train.tensorboard=false", "model.latent_dim=2",
+                                                    "model.hidden=[16]", "train.flush_denormal={json.dumps(flush)}"]))
+y = torch.full((4_000_000,), 1e-39) * 1.5  # a parallel op: every intra-op thread takes a share
+print(torch.get_num_threads(), (y == 0).sum().item())
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "r")], capture_output=True, text=True, check=True)
+    threads, zeros = map(int, done.stdout.split()[-2:])
+    assert zeros == (4_000_000 if flush else 0), f"{threads} threads"

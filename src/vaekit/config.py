@@ -89,6 +89,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the networks under bfloat16 autocast, densities in fp32
     compile: bool = False  # torch.compile the encoder and decoder networks
     fused: bool = True  # the hand-derived step (vaekit.fused) for the MLP Bernoulli VAE, where it applies
+    flush_denormal: bool = True  # on the CPU, numbers below 1.2e-38 read and written as 0 (FTZ/DAZ), process-wide
     tensorboard: bool = True  # also log to TensorBoard when the optional extra is installed
 
     def __post_init__(self):

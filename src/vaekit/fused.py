@@ -82,13 +82,15 @@ class FusedStep:
         for i in reversed(range(len(layers))):
             lin, h = layers[i], inputs[i]
             lin.weight.grad.addmm_(d.t(), h, beta=0, alpha=alpha)
-            torch.sum(d, 0, out=lin.bias.grad).mul_(alpha)
+            bias = torch.sum(d, 0, out=lin.bias.grad)
+            if alpha != 1:
+                bias.mul_(alpha)
             if i == 0 and not input_grad:
                 return None
             d = torch.mm(d, lin.weight)
             if i > 0:
                 d = self._act_backward(d, h)
-        return d.mul_(alpha)
+        return d if alpha == 1 else d.mul_(alpha)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None, weight: float) -> torch.Tensor:
@@ -106,11 +108,10 @@ class FusedStep:
 
         # −log p(x|z) = Σ log(1 + e^l) − Σ x·l, summed over the batch (the trainer records means only)
         torch.exp(logits, out=u).add_(1)
-        if logits.device.type == "cpu" and logits.amax() <= _EXP_MAX:
-            log_u = torch.log(u, out=scratch)
-        else:  # e^l overflowed to inf above _EXP_MAX, where log(1 + e^l) = l; no host sync on an accelerator
-            log_u = torch.where(logits > _EXP_MAX, logits, torch.log(u))
-        rec = log_u.sum() - torch.dot(x.flatten(), logits.flatten())
+        log_u = torch.log(u, out=scratch).sum()
+        if logits.device.type != "cpu" or not torch.isfinite(log_u):  # no host sync on an accelerator
+            log_u = torch.where(logits > _EXP_MAX, logits, scratch).sum()  # e^l overflowed: there log(1 + e^l) = l
+        rec = log_u - torch.dot(x.flatten(), logits.flatten())
         var = std * std
         kl = 0.5 * (var + mu * mu - 1 - log_var).sum()
         c = self.model.beta * kl_weight
@@ -122,7 +123,8 @@ class FusedStep:
         dz = self._backward(self.dec, dec_in, d, -g, input_grad=True)
         dq = x.new_empty((b, 2 * k))
         torch.add(dz, mu, alpha=c * g, out=dq[:, :k])  # + ∂ KL/∂μ = μ
-        dq[:, k:] = dz * eps * std * 0.5 + (var - 1) * (0.5 * c * g)  # ∂z/∂ log σ² = ε σ / 2; ∂ KL/∂ log σ² = (σ² − 1) / 2
+        # ∂z/∂ log σ² = ε σ / 2; ∂ KL/∂ log σ² = (σ² − 1) / 2
+        torch.addcmul((var - 1).mul_(0.5 * c * g), dz.mul_(eps), std, value=0.5, out=dq[:, k:])
         self._backward(self.enc, enc_in[:-1], dq, 1.0, input_grad=False)
         return terms
 

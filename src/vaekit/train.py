@@ -32,7 +32,7 @@ from .objectives import kl_warmup
 
 # Keys of a run's config that may change when it is resumed; anything else would make it another run.
 RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
-             "precision", "compile", "fused"}
+             "precision", "compile", "fused", "flush_denormal"}
 CHECK_EVERY = 100  # steps between checks that the loss is finite (a check syncs with the device)
 
 
@@ -106,6 +106,12 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
     world = distributed.world_from_env()
     tc = config.train
     device = choose_device(tc.device, world)
+    if tc.flush_denormal and device.type == "cpu":
+        # Adam's moments of weights whose gradient is always 0 (MNIST's blank border pixels) decay by β₁ per step into
+        # the denormal range within ~800 steps and stay there (0.9 × the smallest denormal rounds back to it), and
+        # every later step pays the CPU's slow path for them. Threads take the mode when they are created, so the
+        # intra-op pool has it too when this is the process's first parallel work, as under the CLI.
+        torch.set_flush_denormal(True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     created = distributed.join(world, device)

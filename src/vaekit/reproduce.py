@@ -393,7 +393,8 @@ def _plot_fig3(r: dict, path: Path) -> None:
         for method, colour in (("AEVB", "tab:red"), ("wake-sleep", "tab:green"), ("MCEM", "tab:blue")):
             pts = [p for p in r["points"] if p["train_size"] == n and p["method"] == method]
             if pts:
-                ax.plot([p["samples"] for p in pts], [p["test_log_px"] for p in pts], "o-", color=colour, label=method)
+                ax.errorbar([p["samples"] for p in pts], [p["test_log_px"] for p in pts], [p["test_log_px_se"] for p in pts],
+                            fmt="o-", capsize=3, color=colour, label=f"{method} (± s.e.)")
         ax.set_xscale("log")
         ax.set_title(f"N_train = {n:,}, N_z = 3")
         ax.set_xlabel("training samples evaluated")

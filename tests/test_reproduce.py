@@ -128,3 +128,20 @@ def test_fig2_speed_verdict_is_judged_on_the_papers_axis():
     assert row(result(-140.0, -160.0)).endswith("| yes |")  # behind only left of the paper's axis
     assert "wake-sleep at N_z = 3 at 10,000 samples, left of the paper's axis" in row(result(-140.0, -160.0))
     assert row(result(-160.0, -140.0)).endswith("| no |") and "wake-sleep ahead at N_z = 3 at 100,000 samples" in row(result(-160.0, -140.0))
+
+
+def test_fig3_summary_says_where_monte_carlo_em_peaked():
+    from vaekit.reproduce import _summary_fig3
+
+    def result(mcem):  # test log p(x) of Monte-Carlo EM at 10^4, 10^5 and 10^6 samples on 1,000 points
+        pts = [{"train_size": 1000, "method": m, "step": s // 100, "samples": s, "test_log_px": v, "test_log_px_se": 1.0}
+               for m, vs in (("AEVB", (-180.0, -160.0, -150.0)), ("wake-sleep", (-190.0, -170.0, -155.0)), ("MCEM", mcem))
+               for s, v in zip((10**4, 10**5, 10**6), vs)]
+        final = [{"train_size": 1000, "method": m, "log_px": [v - 1.0, v + 1.0]}
+                 for m, v in (("AEVB", -150.0), ("wake-sleep", -155.0), ("MCEM", mcem[-1]))]
+        return {"dataset": "mnist", "budget": 10**6, "train_sizes": [1000], "test_rows": 2, "points": pts, "final": final,
+                "step_sizes": [{"train_size": 1000, "method": "AEVB", "lr": 0.1, "pilot_steps": 500}]}
+
+    assert ("Monte-Carlo EM on 1,000 points peaked at -152.00 after 100,000 samples and ended at -170.00"
+            in _summary_fig3(result((-170.0, -152.0, -170.0))))
+    assert "peaked" not in _summary_fig3(result((-170.0, -160.0, -151.0)))

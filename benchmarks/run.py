@@ -2,8 +2,8 @@
 
     python benchmarks/run.py [--rounds 3] [--only training,iwae,memory,ddp] [--out benchmarks/results]
 
-- training: samples/s of the 784-400-20 MLP VAE at batch 128 and 1024, vaekit's trainer against the
-  pytorch/examples loop, and both as fractions of the bound set by the measured fp32 matmul rate;
+- training: samples/s of the 784-400-20 MLP VAE at batch 128 and 1024, vaekit's trainer (fp32, and bf16
+  autocast) against the pytorch/examples loop, and as fractions of the bound set by the measured fp32 matmul rate;
 - iwae: IWAE-5000 log p(x) over 10k images (timed on a subset), against a one-image-at-a-time
   reference and against its matmul bound;
 - memory: peak RSS training from a streamed .npy of 1× and 10× MNIST's size;
@@ -59,6 +59,8 @@ def table(r: dict) -> str:
                     f"| {t['vaekit_over_reference']:.2f}× | {'≥ 2×' if int(b) == 128 else ''} |")
         rows.append(f"| training, batch {b}: of the matmul bound ({t['bound_samples_per_s']:,.0f}/s) | {t['vaekit_of_bound']:.0%} "
                     f"| {t['reference_of_bound']:.0%} | | {'≥ 75 %' if int(b) == 1024 else '≈ 70 %'} |")
+        rows.append(f"| training, batch {b}, `--precision bf16` (samples/s; of the fp32 bound) | {t['vaekit_bf16_samples_per_s']:,.0f} "
+                    f"({t['vaekit_bf16_of_bound']:.0%}) | {t['reference_samples_per_s']:,.0f} | {t['vaekit_bf16_over_reference']:.2f}× | |")
     if "iwae" in r:
         t = r["iwae"]
         rows.append(f"| IWAE-{t['k']} over 10k images (s) | {t['vaekit_s_per_10k']:.0f} | {t['reference_s_per_10k']:.0f} "

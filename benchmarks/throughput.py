@@ -60,10 +60,10 @@ def one_epoch(data: str, data_dir: str | None, batch_size: int) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in sets.items()]
 
 
-def vaekit_epoch(data: str, data_dir: str | None, batch_size: int) -> float:
+def vaekit_epoch(data: str, data_dir: str | None, batch_size: int, precision: str = "fp32") -> float:
     """Samples/s of one epoch of vaekit.fit, as its metrics record it (validation excluded)."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = vaekit.fit(vaekit.Config(out=tmp).override(one_epoch(data, data_dir, batch_size)))
+        run = vaekit.fit(vaekit.Config(out=tmp).override(one_epoch(data, data_dir, batch_size) + [f"train.precision={precision}"]))
     return run.history[0]["samples_per_s"]
 
 
@@ -80,15 +80,17 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def measure(x: torch.Tensor, source: str, data_dir: str | None, batch_sizes=(128, 1024), rounds: int = 3, log=print) -> dict:
-    """Per batch size: samples/s of both loops, vaekit's ratio to the reference and both fractions of the bound."""
-    rows = {b: {"reference": [], "vaekit": [], "bound": []} for b in batch_sizes}
+    """Per batch size: samples/s of both loops (vaekit also with ``--precision bf16``), vaekit's ratios to the
+    reference and the fractions of the fp32 bound."""
+    rows = {b: {"reference": [], "vaekit": [], "vaekit_bf16": [], "bound": []} for b in batch_sizes}
     for r in range(rounds):
         for b in batch_sizes:
             rows[b]["bound"].append(matmul_gflops() * 1e9 / FLOP_PER_SAMPLE)
             rows[b]["reference"].append(reference_epoch(x, b))
             rows[b]["vaekit"].append(vaekit_epoch(source, data_dir, b))
+            rows[b]["vaekit_bf16"].append(vaekit_epoch(source, data_dir, b, "bf16"))
             log(f"training, round {r + 1}/{rounds}, batch {b}: reference {rows[b]['reference'][-1]:,.0f}/s, "
-                f"vaekit {rows[b]['vaekit'][-1]:,.0f}/s, bound {rows[b]['bound'][-1]:,.0f}/s")
+                f"vaekit {rows[b]['vaekit'][-1]:,.0f}/s, bf16 {rows[b]['vaekit_bf16'][-1]:,.0f}/s, bound {rows[b]['bound'][-1]:,.0f}/s")
     out = {}
     for b, v in rows.items():
         out[b] = {"reference_samples_per_s": statistics.median(v["reference"]),
@@ -96,5 +98,8 @@ def measure(x: torch.Tensor, source: str, data_dir: str | None, batch_sizes=(128
                   "bound_samples_per_s": statistics.median(v["bound"]),
                   "vaekit_over_reference": statistics.median(a / c for a, c in zip(v["vaekit"], v["reference"])),
                   "vaekit_of_bound": statistics.median(a / c for a, c in zip(v["vaekit"], v["bound"])),
+                  "vaekit_bf16_samples_per_s": statistics.median(v["vaekit_bf16"]),
+                  "vaekit_bf16_over_reference": statistics.median(a / c for a, c in zip(v["vaekit_bf16"], v["reference"])),
+                  "vaekit_bf16_of_bound": statistics.median(a / c for a, c in zip(v["vaekit_bf16"], v["bound"])),
                   "reference_of_bound": statistics.median(a / c for a, c in zip(v["reference"], v["bound"]))}
     return out

@@ -145,3 +145,25 @@ def test_fig3_summary_says_where_monte_carlo_em_peaked():
     assert ("Monte-Carlo EM on 1,000 points peaked at -152.00 after 100,000 samples and ended at -170.00"
             in _summary_fig3(result((-170.0, -152.0, -170.0))))
     assert "peaked" not in _summary_fig3(result((-170.0, -160.0, -151.0)))
+
+
+def test_aevb_fig2_over_seeds_shows_their_means(tmp_path):
+    assert main(["reproduce", "aevb-fig2", "--dataset", "digits", "--latent-sizes", "2", "--budget", "2000", "--checkpoints", "2",
+                 "--seed", "3", "--seeds", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = tmp_path / "aevb-fig2"
+    r = json.loads((out / "fig2.json").read_text())
+    assert r["seeds"] == [3, 4] and {p["seed"] for p in r["points"]} == {3, 4}
+    final = {(m, s): [p for p in r["points"] if p["method"] == m and p["seed"] == s][-1] for m in ("AEVB", "wake-sleep") for s in (3, 4)}
+    assert final[("AEVB", 3)]["test_elbo"] != final[("AEVB", 4)]["test_elbo"]  # two runs, not one twice
+    mean = {m: {key: (final[(m, 3)][key] + final[(m, 4)][key]) / 2 for key in ("train_elbo", "test_elbo")} for m in ("AEVB", "wake-sleep")}
+    summary = (out / "summary.md").read_text()
+    assert (f"| 2 | {mean['AEVB']['train_elbo']:.2f} | {mean['AEVB']['test_elbo']:.2f} | {mean['wake-sleep']['train_elbo']:.2f} | "
+            f"{mean['wake-sleep']['test_elbo']:.2f} |") in summary
+    assert "the mean over seeds 3, 4" in summary
+    assert sorted((c["method"], c["seed"]) for c in r["step_sizes"]) == [("AEVB", 3), ("AEVB", 4), ("wake-sleep", 3), ("wake-sleep", 4)]
+    assert {d.name for d in out.iterdir() if d.is_dir()} >= {"aevb-2-seed3", "aevb-2-seed4"}  # each AEVB run its own folder
+
+
+def test_aevb_fig2_needs_a_seed(tmp_path, capsys):
+    assert main(["reproduce", "aevb-fig2", "--dataset", "digits", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "--seeds 0: expected at least 1" in capsys.readouterr().err

@@ -202,6 +202,7 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="aevb-fig2: runs from seeds --seed, --seed + 1, ...; means shown")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reproduce)
     p = sub.add_parser("classify", help="classifier from the encoder vs from scratch vs PCA + logistic regression, with few labels")
@@ -490,6 +491,7 @@ def _classify(args) -> int:
 
 
 def _reproduce(args) -> int:
+    from .errors import VaekitError
     from .reproduce import aevb_fig2, aevb_fig3, grad_variance
 
     out = Path(args.out) / args.experiment
@@ -501,8 +503,10 @@ def _reproduce(args) -> int:
                   args.test_rows)
     else:
         sizes = _units(args.latent_sizes, "--latent-sizes")
+        if args.seeds < 1:
+            raise VaekitError(f"--seeds {args.seeds}: expected at least 1")
         aevb_fig2(out, args.dataset, args.budget, tuple(sizes) if sizes else None, args.checkpoints, args.data_dir, args.seed,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, seeds=args.seeds)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
     return 0

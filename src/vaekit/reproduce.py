@@ -141,11 +141,12 @@ def _pick_step_size(train_for: Callable[[float], torch.nn.Module],
 
 def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, latent_sizes: tuple[int, ...] | None = None,
               checkpoints: int = 8, data_dir: str | None = None, seed: int = 0, eval_rows: int = 1000,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, seeds: int = 1) -> dict[str, Any]:
     """Kingma & Welling's Figure 2: for each latent size, AEVB and wake-sleep on the same networks with the
     paper's recipe (Adagrad with its step size chosen from STEP_SIZES on the training bound after the first
     few iterations, M = 100, L = 1, weights from N(0, 0.01²), weight decay), the lower bound per example on
-    training and test data against the number of training samples evaluated (log axis).
+    training and test data against the number of training samples evaluated (log axis). With ``seeds`` > 1 every
+    run is repeated from seeds ``seed``, ``seed`` + 1, ..., and the figure and summary show the mean over seeds.
     Any other data set uses the MNIST recipe with latent sizes (2, 5, 10)."""
     from .baselines import wake_sleep_step
     from .evaluate import mean_loss
@@ -163,60 +164,65 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
     curves: list[dict[str, Any]] = []
     seconds: dict[tuple[str, int], float] = {}  # training time of each run, evaluations excluded
     chosen: list[dict[str, Any]] = []
-    for k in sizes:
-        sets = preset(preset_name) + [f"data.name={json.dumps(dataset)}", f"model.latent_dim={k}", "train.epochs=1000000",
-                                      "train.tensorboard=false", f"train.seed={seed}"]
-        if data_dir is not None:
-            sets.append(f"data.data_dir={json.dumps(data_dir)}")
-        config = Config(out=str(out / f"aevb-{k}")).override(sets)
-        resolved, data = prepare(config)
-        train_part = _subset(data.train, eval_rows)
-        test_part = _subset(data.test, eval_rows)
+    seed_list = list(range(seed, seed + seeds))
+    for seed in seed_list:
+        tag = f"-seed{seed}" if seeds > 1 else ""
+        for k in sizes:
+            sets = preset(preset_name) + [f"data.name={json.dumps(dataset)}", f"model.latent_dim={k}", "train.epochs=1000000",
+                                          "train.tensorboard=false", f"train.seed={seed}"]
+            if data_dir is not None:
+                sets.append(f"data.data_dir={json.dumps(data_dir)}")
+            config = Config(out=str(out / f"aevb-{k}{tag}")).override(sets)
+            resolved, data = prepare(config)
+            train_part = _subset(data.train, eval_rows)
+            test_part = _subset(data.test, eval_rows)
 
-        def aevb(lr: float, stops: list[int], folder: Path, record) -> torch.nn.Module:
-            """AEVB through the one trainer, resumed from checkpoint to checkpoint."""
-            base = config.to_dict()
-            for i, step in enumerate(stops):
-                run = fit(Config.from_dict({**base, "out": str(folder), "train": {**base["train"], "lr": lr, "max_steps": step}}),
-                          resume=i > 0, progress=progress)
-                record(step, run.model)
-            return run.model
+            def aevb(lr: float, stops: list[int], folder: Path, record) -> torch.nn.Module:
+                """AEVB through the one trainer, resumed from checkpoint to checkpoint."""
+                base = config.to_dict()
+                for i, step in enumerate(stops):
+                    run = fit(Config.from_dict({**base, "out": str(folder), "train": {**base["train"], "lr": lr, "max_steps": step}}),
+                              resume=i > 0, progress=progress)
+                    record(step, run.model)
+                return run.model
 
-        def wake_sleep(lr: float, stops: list[int], folder: Path, record) -> torch.nn.Module:
-            """Wake-sleep on the same networks and initialization, with its own updates."""
-            torch.manual_seed(seed)
-            model = build(resolved.model)
-            tc = replace(resolved.train, lr=lr)
-            wake, sleep = make_optimizer(model.decoder.parameters(), tc), make_optimizer(model.encoder.parameters(), tc)
-            g = torch.Generator().manual_seed(seed)
-            done, epoch = 0, 0
-            while done < stops[-1]:
-                for x, _ in data.train.batches(100, torch.Generator().manual_seed(seed * 1_000_003 + epoch), noise=g):
-                    wake_sleep_step(model, x, wake, sleep, g)
-                    done += 1
-                    if done in stops:
-                        record(done, model)
-                    if done >= stops[-1]:
-                        break
-                epoch += 1
-            return model
+            def wake_sleep(lr: float, stops: list[int], folder: Path, record) -> torch.nn.Module:
+                """Wake-sleep on the same networks and initialization, with its own updates."""
+                torch.manual_seed(seed)
+                model = build(resolved.model)
+                tc = replace(resolved.train, lr=lr)
+                wake, sleep = make_optimizer(model.decoder.parameters(), tc), make_optimizer(model.encoder.parameters(), tc)
+                g = torch.Generator().manual_seed(seed)
+                done, epoch = 0, 0
+                while done < stops[-1]:
+                    for x, _ in data.train.batches(100, torch.Generator().manual_seed(seed * 1_000_003 + epoch), noise=g):
+                        wake_sleep_step(model, x, wake, sleep, g)
+                        done += 1
+                        if done in stops:
+                            record(done, model)
+                        if done >= stops[-1]:
+                            break
+                    epoch += 1
+                return model
 
-        for method, run_method in (("AEVB", aevb), ("wake-sleep", wake_sleep)):
-            with tempfile.TemporaryDirectory() as tmp:
-                lr, scores = _pick_step_size(lambda lr: run_method(lr, [pilot], Path(tmp) / str(lr), lambda *_: None),
-                                             lambda model: -mean_loss(model, train_part)["loss"])
-            chosen.append({"method": method, "latent_dim": k, "lr": lr, "pilot_steps": pilot, "pilot_train_bound": scores})
-            evaluation = [0.0]
+            for method, run_method in (("AEVB", aevb), ("wake-sleep", wake_sleep)):
+                with tempfile.TemporaryDirectory() as tmp:
+                    lr, scores = _pick_step_size(lambda lr: run_method(lr, [pilot], Path(tmp) / str(lr), lambda *_: None),
+                                                 lambda model: -mean_loss(model, train_part)["loss"])
+                chosen.append({"method": method, "latent_dim": k, "seed": seed, "lr": lr, "pilot_steps": pilot,
+                               "pilot_train_bound": scores})
+                evaluation = [0.0]
 
-            def record(step, model, method=method, evaluation=evaluation):
+                def record(step, model, method=method, evaluation=evaluation):
+                    t = time.perf_counter()
+                    curves.append({**_point(method, k, step, model, train_part, test_part, mean_loss), "seed": seed})
+                    evaluation[0] += time.perf_counter() - t
+
                 t = time.perf_counter()
-                curves.append(_point(method, k, step, model, train_part, test_part, mean_loss))
-                evaluation[0] += time.perf_counter() - t
-
-            t = time.perf_counter()
-            run_method(lr, steps, out / f"{'aevb' if method == 'AEVB' else 'wake-sleep'}-{k}", record)
-            seconds[(method, k)] = time.perf_counter() - t - evaluation[0]
+                run_method(lr, steps, out / f"{'aevb' if method == 'AEVB' else 'wake-sleep'}-{k}{tag}", record)
+                seconds[(method, k)] = seconds.get((method, k), 0.0) + time.perf_counter() - t - evaluation[0]
     result = {"experiment": "aevb-fig2", "dataset": dataset, "budget": budget, "preset": preset_name, "latent_sizes": list(sizes),
+              "seeds": seed_list,
               "eval_rows": [len(train_part), len(test_part)], "points": curves, "step_sizes": chosen,
               "seconds": [{"method": m, "latent_dim": k, "seconds": v} for (m, k), v in seconds.items()]}
     return _write(out, "fig2", result, curves, lambda path: _plot_fig2(result, path), _summary_fig2)
@@ -238,8 +244,18 @@ def _point(method: str, k: int, step: int, model, train_part, test_part, mean_lo
     return point
 
 
+def _seed_means(points: list[dict]) -> list[dict]:
+    """Figure 2's points averaged over seeds: one per method, N_z and checkpoint, in the order of the first seed's."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["method"], p["latent_dim"], p["step"]), []).append(p)
+    return [{**ps[0], **{key: sum(q[key] for q in ps) / len(ps) for key in ("train_elbo", "test_elbo")}, "seeds": len(ps)}
+            for ps in groups.values()]
+
+
 def _plot_fig2(r: dict, path: Path) -> None:
     sizes = r["latent_sizes"]
+    r = {**r, "points": _seed_means(r["points"])}
     fig, axes = panels(len(sizes), 3.6, 3.4)
     for ax, k in zip(axes, sizes):
         for method, colour in (("AEVB", "tab:red"), ("wake-sleep", "tab:green")):
@@ -269,17 +285,26 @@ PAPER_MINUTES_PER_MILLION = (20, 40)
 
 def _summary_fig2(r: dict) -> str:
     sizes = r["latent_sizes"]
+    per_seed, seeds = r["points"], r.get("seeds", [0])
+    r = {**r, "points": _seed_means(per_seed)}
     by = {(m, k): [p for p in r["points"] if p["latent_dim"] == k and p["method"] == m] for m in ("AEVB", "wake-sleep") for k in sizes}
     ahead = {k: sum(a["test_elbo"] > w["test_elbo"] for a, w in zip(by[("AEVB", k)], by[("wake-sleep", k)])) for k in sizes}
     final = {k: (by[("AEVB", k)][-1], by[("wake-sleep", k)][-1]) for k in sizes}
     lines = [f"# AEVB against wake-sleep ({r['dataset']}), Kingma & Welling (2013) Figure 2", "",
              f"Recipe of the `{r['preset']}` preset; {r['budget']:,} training samples per run (the paper: 10^8); lower bound "
-             f"per example on {r['eval_rows'][0]} training and {r['eval_rows'][1]} test images at the last checkpoint:", "",
+             f"per example on {r['eval_rows'][0]} training and {r['eval_rows'][1]} test images at the last checkpoint"
+             + (f", the mean over seeds {', '.join(map(str, seeds))}:" if len(seeds) > 1 else ":"), "",
              "| N_z | AEVB train | AEVB test | wake-sleep train | wake-sleep test | checkpoints with AEVB's test bound ahead |",
              "|---|---|---|---|---|---|"]
     for k, (a, w) in final.items():
         lines.append(f"| {k} | {a['train_elbo']:.2f} | {a['test_elbo']:.2f} | {w['train_elbo']:.2f} | {w['test_elbo']:.2f} | "
                      f"{ahead[k]} of {len(by[('AEVB', k)])} |")
+    if len(seeds) > 1:
+        test = {(p["method"], p["latent_dim"], p["step"], p["seed"]): p["test_elbo"] for p in per_seed}
+        lines += ["", "AEVB − wake-sleep on the test bound, seed by seed, at each checkpoint from 10^5 samples on:", ""]
+        lines += [f"- N_z = {k}, {p['samples']:,} samples: "
+                  + ", ".join(f"{test[('AEVB', k, p['step'], s)] - test[('wake-sleep', k, p['step'], s)]:+.2f}" for s in seeds)
+                  for k in sizes for p in by[("AEVB", k)] if p["samples"] >= FIG2_AXIS[0]]
     better = sum(a["test_elbo"] > w["test_elbo"] for a, w in final.values())
     pairs = [(k, a, w) for k in sizes for a, w in zip(by[("AEVB", k)], by[("wake-sleep", k)])]
     shown = [(k, a, w) for k, a, w in pairs if a["samples"] >= FIG2_AXIS[0]]
@@ -288,9 +313,10 @@ def _summary_fig2(r: dict) -> str:
     train = [final[k][0]["train_elbo"] for k in sizes]
     not_worse = train[-1] >= max(train) - 1.0
     gaps = ", ".join(f"{k}: {a['train_elbo'] - a['test_elbo']:.1f}" for k, (a, _) in final.items())
-    minutes = {m: sum(t["seconds"] for t in r["seconds"] if t["method"] == m) / len(sizes) / 60 * 1e6 / r["budget"]
+    minutes = {m: sum(t["seconds"] for t in r["seconds"] if t["method"] == m) / len(sizes) / len(seeds) / 60 * 1e6 / r["budget"]
                for m in ("AEVB", "wake-sleep")}
-    picked = "; ".join(f"{c['method']}, N_z = {c['latent_dim']}: {c['lr']}" for c in r["step_sizes"])
+    picked = "; ".join(f"{c['method']}, N_z = {c['latent_dim']}" + (f", seed {c['seed']}" if len(seeds) > 1 else "") + f": {c['lr']}"
+                       for c in r["step_sizes"])
     lines += ["", f"Adagrad step sizes, chosen from {{0.01, 0.02, 0.1}} by the training bound after "
               f"{r['step_sizes'][0]['pilot_steps']} iterations, as in the paper: {picked}."]
     lines += ["", "The paper's findings beside this run:", "",

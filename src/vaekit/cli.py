@@ -491,7 +491,6 @@ def _classify(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .errors import VaekitError
     from .reproduce import aevb_fig2, aevb_fig3, grad_variance
 
     out = Path(args.out) / args.experiment
@@ -503,8 +502,6 @@ def _reproduce(args) -> int:
                   args.test_rows)
     else:
         sizes = _units(args.latent_sizes, "--latent-sizes")
-        if args.seeds < 1:
-            raise VaekitError(f"--seeds {args.seeds}: expected at least 1")
         aevb_fig2(out, args.dataset, args.budget, tuple(sizes) if sizes else None, args.checkpoints, args.data_dir, args.seed,
                   progress=not args.no_progress, seeds=args.seeds)
     print((out / "summary.md").read_text())

@@ -157,6 +157,8 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
     sizes = tuple(latent_sizes or sizes)
     if budget < 100 * checkpoints:
         raise VaekitError(f"--budget {budget}: at least 100 samples per checkpoint ({100 * checkpoints}) are needed")
+    if seeds < 1:
+        raise VaekitError(f"--seeds {seeds}: expected at least 1")
     last = budget // 100
     steps = sorted({max(1, round(last ** ((i + 1) / checkpoints))) for i in range(checkpoints)})  # log-spaced
     pilot = _pilot_steps(last)

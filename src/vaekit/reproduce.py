@@ -270,7 +270,7 @@ def _plot_fig2(r: dict, path: Path) -> None:
         if later:  # the first checkpoint's bound is hundreds of nats lower and would flatten the rest
             ax.set_ylim(min(later) - 5, max(later) + 5)
         ax.set_xscale("log")
-        ax.set_title(f"{r['dataset']}, $N_z$ = {k}")
+        ax.set_title(f"{r['dataset']}, $N_z$ = {k}" + (f", mean of {len(r['seeds'])} seeds" if len(r.get("seeds", [0])) > 1 else ""))
         ax.set_xlabel("training samples evaluated")
     axes[0].set_ylabel("lower bound per example (nats)")
     axes[0].legend(fontsize=7)

@@ -167,11 +167,11 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
     seconds: dict[tuple[str, int], float] = {}  # training time of each run, evaluations excluded
     chosen: list[dict[str, Any]] = []
     seed_list = list(range(seed, seed + seeds))
-    for seed in seed_list:
-        tag = f"-seed{seed}" if seeds > 1 else ""
+    for run_seed in seed_list:
+        tag = f"-seed{run_seed}" if seeds > 1 else ""
         for k in sizes:
             sets = preset(preset_name) + [f"data.name={json.dumps(dataset)}", f"model.latent_dim={k}", "train.epochs=1000000",
-                                          "train.tensorboard=false", f"train.seed={seed}"]
+                                          "train.tensorboard=false", f"train.seed={run_seed}"]
             if data_dir is not None:
                 sets.append(f"data.data_dir={json.dumps(data_dir)}")
             config = Config(out=str(out / f"aevb-{k}{tag}")).override(sets)
@@ -190,14 +190,14 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
 
             def wake_sleep(lr: float, stops: list[int], folder: Path, record) -> torch.nn.Module:
                 """Wake-sleep on the same networks and initialization, with its own updates."""
-                torch.manual_seed(seed)
+                torch.manual_seed(run_seed)
                 model = build(resolved.model)
                 tc = replace(resolved.train, lr=lr)
                 wake, sleep = make_optimizer(model.decoder.parameters(), tc), make_optimizer(model.encoder.parameters(), tc)
-                g = torch.Generator().manual_seed(seed)
+                g = torch.Generator().manual_seed(run_seed)
                 done, epoch = 0, 0
                 while done < stops[-1]:
-                    for x, _ in data.train.batches(100, torch.Generator().manual_seed(seed * 1_000_003 + epoch), noise=g):
+                    for x, _ in data.train.batches(100, torch.Generator().manual_seed(run_seed * 1_000_003 + epoch), noise=g):
                         wake_sleep_step(model, x, wake, sleep, g)
                         done += 1
                         if done in stops:
@@ -211,13 +211,13 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
                 with tempfile.TemporaryDirectory() as tmp:
                     lr, scores = _pick_step_size(lambda lr: run_method(lr, [pilot], Path(tmp) / str(lr), lambda *_: None),
                                                  lambda model: -mean_loss(model, train_part)["loss"])
-                chosen.append({"method": method, "latent_dim": k, "seed": seed, "lr": lr, "pilot_steps": pilot,
+                chosen.append({"method": method, "latent_dim": k, "seed": run_seed, "lr": lr, "pilot_steps": pilot,
                                "pilot_train_bound": scores})
                 evaluation = [0.0]
 
                 def record(step, model, method=method, evaluation=evaluation):
                     t = time.perf_counter()
-                    curves.append({**_point(method, k, step, model, train_part, test_part, mean_loss), "seed": seed})
+                    curves.append({**_point(method, k, step, model, train_part, test_part, mean_loss), "seed": run_seed})
                     evaluation[0] += time.perf_counter() - t
 
                 t = time.perf_counter()
@@ -310,8 +310,10 @@ def _summary_fig2(r: dict) -> str:
     better = sum(a["test_elbo"] > w["test_elbo"] for a, w in final.values())
     pairs = [(k, a, w) for k in sizes for a, w in zip(by[("AEVB", k)], by[("wake-sleep", k)])]
     shown = [(k, a, w) for k, a, w in pairs if a["samples"] >= FIG2_AXIS[0]]
-    behind = [f"N_z = {k} at {a['samples']:,} samples" for k, a, w in pairs if a["test_elbo"] <= w["test_elbo"]]
-    behind_shown = [f"N_z = {k} at {a['samples']:,} samples" for k, a, w in shown if a["test_elbo"] <= w["test_elbo"]]
+    behind = [(a["samples"] >= FIG2_AXIS[0], f"N_z = {k} at {a['samples']:,} samples")
+              for k, a, w in pairs if a["test_elbo"] <= w["test_elbo"]]
+    behind_shown = [where for on_axis, where in behind if on_axis]
+    behind_left = [where for on_axis, where in behind if not on_axis]
     train = [final[k][0]["train_elbo"] for k in sizes]
     not_worse = train[-1] >= max(train) - 1.0
     gaps = ", ".join(f"{k}: {a['train_elbo'] - a['test_elbo']:.1f}" for k, (a, _) in final.items())
@@ -329,8 +331,7 @@ def _summary_fig2(r: dict) -> str:
               f"samples) | AEVB's test bound ahead at {len(shown) - len(behind_shown)} of {len(shown)} checkpoints from 10^5 samples on"
               + (f"; wake-sleep ahead at {'; '.join(behind_shown)}" if behind_shown else "")
               + f"; at all {len(pairs)} checkpoints, AEVB ahead at {len(pairs) - len(behind)}"
-              + (f" (wake-sleep at {'; '.join(b for b in behind if b not in behind_shown)}, left of the paper's axis)"
-                 if len(behind) > len(behind_shown) else "")
+              + (f" (wake-sleep at {'; '.join(behind_left)}, left of the paper's axis)" if behind_left else "")
               + " | " + ("no checkpoint at 10^5 samples or more |" if not shown else "no |" if behind_shown else "yes |"),
               f"| more latent variables do not overfit more (the KL term regularizes) | train − test gap by N_z ({gaps} nats); "
               f"train bound at the largest N_z {'within 1 nat of' if not_worse else 'below'} the best | {'yes' if not_worse else 'no'} |",

@@ -134,7 +134,8 @@ def test_fig3_summary_says_where_monte_carlo_em_peaked():
     from vaekit.reproduce import _summary_fig3
 
     def result(mcem):  # test log p(x) of Monte-Carlo EM at 10^4, 10^5 and 10^6 samples on 1,000 points
-        pts = [{"train_size": 1000, "method": m, "step": s // 100, "samples": s, "test_log_px": v, "test_log_px_se": 1.0}
+        pts = [{"train_size": 1000, "method": m, "step": s // 100, "samples": s, "test_log_px": v, "test_log_px_se": 1.0, "seed": 0,
+                **({"hmc_acceptance": 0.9, "hmc_step_size": 0.05} if m == "MCEM" else {})}
                for m, vs in (("AEVB", (-180.0, -160.0, -150.0)), ("wake-sleep", (-190.0, -170.0, -155.0)), ("MCEM", mcem))
                for s, v in zip((10**4, 10**5, 10**6), vs)]
         final = [{"train_size": 1000, "method": m, "log_px": [v - 1.0, v + 1.0]}
@@ -164,6 +165,32 @@ def test_aevb_fig2_over_seeds_shows_their_means(tmp_path):
     assert {d.name for d in out.iterdir() if d.is_dir()} >= {"aevb-2-seed3", "aevb-2-seed4"}  # each AEVB run its own folder
 
 
-def test_aevb_fig2_needs_a_seed(tmp_path, capsys):
-    assert main(["reproduce", "aevb-fig2", "--dataset", "digits", "--seeds", "0", "--out", str(tmp_path)]) == 2
+@pytest.mark.parametrize("experiment", ["aevb-fig2", "aevb-fig3"])
+def test_a_reproduction_needs_a_seed(tmp_path, capsys, experiment):
+    assert main(["reproduce", experiment, "--dataset", "digits", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "--seeds 0: expected at least 1" in capsys.readouterr().err
+
+
+def test_aevb_fig3_over_seeds_shows_their_means_and_monte_carlo_ems_acceptance(tmp_path):
+    assert main(["reproduce", "aevb-fig3", "--dataset", "digits", "--train-sizes", "200", "--budget", "2000", "--checkpoints", "2",
+                 "--test-rows", "30", "--seed", "3", "--seeds", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = tmp_path / "aevb-fig3"
+    r = json.loads((out / "fig3.json").read_text())
+    assert r["seeds"] == [3, 4] and {p["seed"] for p in r["points"]} == {3, 4}
+    ll = {(f["method"], f["seed"]): torch.tensor(f["log_px"]) for f in r["final"]}
+    assert set(ll) == {(m, s) for m in ("AEVB", "wake-sleep", "MCEM") for s in (3, 4)}
+    assert not torch.equal(ll[("AEVB", 3)], ll[("AEVB", 4)])  # two runs, not one twice
+    summary = (out / "summary.md").read_text()
+    mean = {m: (ll[(m, 3)].mean() + ll[(m, 4)].mean()).item() / 2 for m in ("AEVB", "wake-sleep", "MCEM")}
+    row = next(line for line in summary.splitlines() if line.startswith("| 200 |"))
+    assert [float(cell.split(" ± ")[0]) for cell in row.split("|")[2:5]] == pytest.approx(
+        [mean["AEVB"], mean["wake-sleep"], mean["MCEM"]], abs=0.006)
+    d = {s: (ll[("AEVB", s)] - ll[("wake-sleep", s)]).mean().item() for s in (3, 4)}
+    assert f"(by seed: {d[3]:+.2f}, {d[4]:+.2f})" in summary and "the mean over seeds 3, 4" in summary
+    assert sorted((c["method"], c["seed"]) for c in r["step_sizes"]) == sorted((m, s) for m in ("AEVB", "wake-sleep", "MCEM") for s in (3, 4))
+    # Monte-Carlo EM reports its E-step: the acceptance rate so far and the step size tuned towards 90 %
+    mcem = [p for p in r["points"] if p["method"] == "MCEM"]
+    assert all(0.0 <= p["hmc_acceptance"] <= 1.0 and p["hmc_step_size"] > 0 for p in mcem)
+    assert "tuned towards 90 % acceptance" in summary
+    assert all("hmc_acceptance" not in p for p in r["points"] if p["method"] != "MCEM")
+

@@ -202,7 +202,7 @@ def _explore_parsers(sub) -> None:
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", type=int, default=1, help="aevb-fig2: runs from seeds --seed, --seed + 1, ...; means shown")
+    p.add_argument("--seeds", type=int, default=1, help="aevb-fig2, aevb-fig3: runs from seeds --seed, --seed + 1, ...; means shown")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reproduce)
     p = sub.add_parser("classify", help="classifier from the encoder vs from scratch vs PCA + logistic regression, with few labels")
@@ -499,7 +499,7 @@ def _reproduce(args) -> int:
     elif args.experiment == "aevb-fig3":
         sizes = _units(args.train_sizes, "--train-sizes")
         aevb_fig3(out, args.dataset, args.budget, tuple(sizes) if sizes else (1000, 50000), args.checkpoints, args.data_dir, args.seed,
-                  args.test_rows)
+                  args.test_rows, args.seeds)
     else:
         sizes = _units(args.latent_sizes, "--latent-sizes")
         aevb_fig2(out, args.dataset, args.budget, tuple(sizes) if sizes else None, args.checkpoints, args.data_dir, args.seed,

@@ -385,7 +385,7 @@ def aevb_fig3(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
                                    (model.parameters(), model.decoder.parameters(), model.encoder.parameters()))
         g = torch.Generator().manual_seed(run_seed)
         z = torch.zeros(len(xs), 3)  # Monte-Carlo EM's chain state, one z per training point
-        hmc = {"step_size": 0.1, "accepted": 0.0, "transitions": 0}  # tuned towards 90 % acceptance, as the paper's
+        hmc = {"step_size": 0.1, "accepted": 0.0}  # step size tuned towards 90 % acceptance, as the paper's; acceptances summed
         for step in range(1, stops[-1] + 1):
             idx = torch.randint(len(xs), (100,), generator=g)
             if method == "AEVB":
@@ -396,8 +396,7 @@ def aevb_fig3(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
                 wake_sleep_step(model, xs[idx], decoder, encoder, g)
             else:
                 z[idx], rate = mcem_step(model, xs[idx], z[idx], decoder, step_size=hmc["step_size"], generator=g)
-                hmc.update(step_size=tuned_step_size(hmc["step_size"], rate), accepted=hmc["accepted"] + rate,
-                           transitions=hmc["transitions"] + 1)
+                hmc.update(step_size=tuned_step_size(hmc["step_size"], rate), accepted=hmc["accepted"] + rate)
             if step in stops:
                 record(step, model, g, hmc if method == "MCEM" else None)
         return model
@@ -420,7 +419,7 @@ def aevb_fig3(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
                     point = {"train_size": n, "method": method, "seed": run_seed, "step": step, "samples": step * 100,
                              "test_log_px": ll.mean().item(), "test_log_px_se": (ll.std() / len(ll) ** 0.5).item()}
                     if hmc is not None:  # Monte-Carlo EM's E-step: its acceptance rate so far and its tuned step size
-                        point.update(hmc_acceptance=hmc["accepted"] / hmc["transitions"], hmc_step_size=hmc["step_size"])
+                        point.update(hmc_acceptance=hmc["accepted"] / step, hmc_step_size=hmc["step_size"])
                     points.append(point)
                     last_ll[:] = [ll]
 

@@ -26,8 +26,11 @@ def _train(out: Path, **sets):
     import json
 
     from vaekit import Config, fit
+    from vaekit.report import write_report
 
-    return fit(Config(out=str(out)).override([f"{k}={json.dumps(v)}" for k, v in {"train.tensorboard": False, **sets}.items()]))
+    run = fit(Config(out=str(out)).override([f"{k}={json.dumps(v)}" for k, v in {"train.tensorboard": False, **sets}.items()]))
+    write_report(run.dir, run.model, run.data)  # as vaekit train does
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -117,8 +117,8 @@ def test_hmc_importance_estimate_finds_both_modes_of_a_bimodal_posterior():
 
     sigma = 0.1
     normal = torch.distributions.Normal
-    model = SimpleNamespace(
-        prior=SimpleNamespace(k=1, log_prob=lambda z: normal(0.0, 1.0, validate_args=False).log_prob(z).sum(-1)),
+    model = SimpleNamespace(latent_dim=1,
+        prior=SimpleNamespace(log_prob=lambda z: normal(0.0, 1.0, validate_args=False).log_prob(z).sum(-1)),
         decode=lambda z: torch.distributions.Independent(normal(z**2, sigma, validate_args=False), 1))
     x = torch.tensor([[1.0], [0.5], [2.0]]).repeat(20, 1)
     grid = torch.linspace(-6, 6, 200_001)[:, None]

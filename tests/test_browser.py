@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vaekit.server import Explorer, make_server
-from vaekit.train import prepare
+from vaekit.runs import prepare
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from vaekit import Config, fit
 from vaekit.classify import compare_classifiers, features, labelled_subset
 from vaekit.cli import main
 from vaekit.errors import VaekitError
-from vaekit.evaluate import materialize
-from vaekit.train import prepare
+from vaekit.data.parts import materialize
+from vaekit.runs import prepare
 
 
 @pytest.fixture(scope="module")

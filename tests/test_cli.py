@@ -27,7 +27,7 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys):
     (["--set", "model.latnt_dim=3"], "unknown config key 'model.latnt_dim'"),
     (["--latent-dim", "x"], "--latent-dim: 'x' is not a valid model.latent_dim"),
     (["--data", "nowhere.npy"], "data 'nowhere.npy': neither a built-in data set"),
-    (["--model", "gan"], "model.kind: expected one of 'vae', 'ae', 'dae', 'hvae', 'cvae', got 'gan'"),
+    (["--model", "gan"], "model.kind: expected one of 'ae', 'dae', 'vae', 'hvae', 'cvae', got 'gan'"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(tmp_path, capsys, args, message):
     assert main(["train", "--out", str(tmp_path / "r"), "--no-progress", *args]) == 2

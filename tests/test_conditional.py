@@ -7,10 +7,10 @@ from sklearn.linear_model import LogisticRegression
 from vaekit import Config, fit
 from vaekit.cli import main
 from vaekit.errors import VaekitError
-from vaekit.evaluate import materialize
+from vaekit.data.parts import materialize
 from vaekit.explore import conditional_samples, interpolate, style_transfer
 from vaekit.models import ConditionalVAE
-from vaekit.train import prepare
+from vaekit.runs import prepare
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from scipy.stats import norm
 
 from vaekit import explore
 from vaekit.errors import VaekitError
-from vaekit.evaluate import materialize
-from vaekit.train import prepare
+from vaekit.data.parts import materialize
+from vaekit.runs import prepare
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import torch
 
 from vaekit import build
 from vaekit.config import ModelConfig
+from vaekit.objectives import IWAE
 
 from .test_models import linear_gaussian, set_exact_posterior
 
@@ -24,7 +25,7 @@ def test_iwae_with_one_sample_has_exactly_the_elbo_gradients():
     for seed in range(3):
         for a, b in zip(_grads(elbo, x, seed), _grads(iwae, x, seed)):
             assert torch.equal(a, b)  # bit for bit
-    iwae.iwae_k = 2  # and the identity is not an accident of the test: two samples give other gradients
+    iwae.objective = IWAE(k=2)  # and the identity is not an accident of the test: two samples give other gradients
     assert max((a - b).abs().max() for a, b in zip(_grads(elbo, x, 0), _grads(iwae, x, 0))) > 1e-3
 
 
@@ -48,14 +49,14 @@ def test_iwae_is_exact_with_the_exact_posterior_and_tighter_than_the_elbo():
     x = marginal.sample((32,))
     exact = marginal.log_prob(x).mean()
     set_exact_posterior(model, W, b, sigma)
-    model.objective, model.iwae_k = "iwae", 5
+    model.objective = IWAE(k=5)
     with torch.no_grad():
         bound = -model.loss(x, generator=torch.Generator().manual_seed(0)).loss
     assert abs(bound - exact) < 1e-4  # every importance weight equals p(x)
     torch.nn.init.normal_(model.encoder.net[0].weight, std=0.3)  # a poor encoder: the bound is below, and tightens with K
     bounds = []
     for k in (1, 10, 100):
-        model.iwae_k = k
+        model.objective = IWAE(k=k)
         with torch.no_grad():
             bounds.append(torch.stack([-model.loss(x, generator=torch.Generator().manual_seed(s)).loss for s in range(20)]).mean())
     assert bounds[0] < bounds[1] < bounds[2] < exact

@@ -139,8 +139,8 @@ def test_explore_bad_input_is_one_line(digits_run, tmp_path, capsys, args, messa
 
 
 def test_interpolate_between_two_image_files(digits_run, tmp_path):
-    from vaekit.evaluate import materialize
-    from vaekit.train import prepare
+    from vaekit.data.parts import materialize
+    from vaekit.runs import prepare
 
     _, dataset = prepare(digits_run.config)
     x, _ = materialize(dataset.test, 2, "cpu", 0)

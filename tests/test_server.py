@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from vaekit.errors import VaekitError
-from vaekit.evaluate import materialize
+from vaekit.data.parts import materialize
 from vaekit.server import MAX_BODY, Explorer, make_server
-from vaekit.train import prepare
+from vaekit.runs import prepare
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import vaekit
+from vaekit.report import write_report
 from vaekit import Config, VaekitError, fit
 from vaekit.fused import FusedStep
 from vaekit.models import VAE
@@ -38,8 +39,8 @@ def untimed(history):
 def test_run_directory_and_metrics(tmp_path):
     run = fit(small(tmp_path / "r"))
     names = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {"config.json", "model.safetensors", "trainer.pt", "metrics.jsonl", "summary.json",
-            "reconstructions.png", "samples.png", "curves.png"} <= names
+    assert {"config.json", "model.safetensors", "trainer.pt", "metrics.jsonl", "summary.json"} <= names
+    assert not names & {"report.html", "samples.png", "curves.png"}  # the library draws only when asked (the CLI asks)
     lines = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines] == [1, 2, 3]
     assert {"train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds", "samples_per_s"} <= set(lines[0])
@@ -147,6 +148,7 @@ def test_every_model_and_optimizer_trains(tmp_path, kind, optimizer):
     run = fit(small(tmp_path / kind, **{"model.kind": kind, "train.optimizer": optimizer, "train.lr": lr,
                                          "train.weight_decay": 1e-4, "train.grad_clip": 10.0}))
     assert run.history[-1]["val_loss"] < run.history[0]["val_loss"]
+    write_report(run.dir, run.model, run.data)
     assert ("samples.png" in {p.name for p in (tmp_path / kind).iterdir()}) == (kind == "vae")
 
 
@@ -169,7 +171,7 @@ def test_a_pickle_is_never_loaded(tmp_path):
 def test_conv_gaussian_on_a_table_is_a_clear_error(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n" + "\n".join(f"{i},{i * 2}" for i in range(20)) + "\n")
     with pytest.raises(VaekitError, match="model.net=conv needs image data"):
-        fit(small(tmp_path / "r", **{"data.name": str(tmp_path / "t.csv"), "model.net": "conv"}))
+        fit(small(tmp_path / "r", **{"data.name": str(tmp_path / "t.csv"), "model.net": "conv", "model.hidden": [400]}))
     run = fit(small(tmp_path / "r2", **{"data.name": str(tmp_path / "t.csv"), "train.epochs": 2}))
     assert run.config.model.likelihood == "gaussian" and run.config.data.binarize == "none"
 

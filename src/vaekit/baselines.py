@@ -86,7 +86,7 @@ def wake_sleep_step(model, x: torch.Tensor, wake_optimizer: torch.optim.Optimize
     wake.backward()
     wake_optimizer.step()
     with torch.no_grad():
-        z_dream = model.prior.sample(len(x), generator, x.device)
+        z_dream = model.draw_prior(len(x), generator)
         x_dream = model.decode(z_dream).sample(generator)
     sleep_optimizer.zero_grad(set_to_none=True)
     sleep = -model.encode(x_dream).log_prob(z_dream).mean()
@@ -104,7 +104,7 @@ def hmc_log_likelihood(model, x: torch.Tensor, k: int = 1000, hmc_steps: int = 6
     widened 1.5×, and their equal mixture is the importance-sampling proposal r of
     log (1/K) Σ p(x|z_k) p(z_k) / r(z_k). Several chains find several modes, the full covariance follows
     correlated posteriors: one chain from z = 0 with a diagonal fit fell 4.2 nats short on an AEVB MNIST model."""
-    b, d = len(x), model.prior.k
+    b, d = len(x), model.latent_dim
     xs = x.repeat(chains, *([1] * (x.dim() - 1)))  # (C·B, ...): chain c of example i is row c·B + i
     z = torch.randn((chains * b, d), generator=generator, device=x.device)
     eps = torch.full((chains * b, 1), step_size, device=x.device)

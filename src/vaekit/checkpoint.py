@@ -12,14 +12,18 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config
+from .data.readers import SPLITS
 from .errors import VaekitError
+from .models import CUSTOM, Autoencoder, build, objective_from_config
 
 CONFIG, WEIGHTS, BEST, TRAINER, METRICS = "config.json", "model.safetensors", "best.safetensors", "trainer.pt", "metrics.jsonl"
+DATA = "data.npz"  # the splits of a run trained from data in memory, so that every command finds them
 
 
 def write_atomic(path: Path, write: Callable[[str], None]) -> None:
@@ -82,15 +86,43 @@ def read_config(run: str | Path) -> Config:
     return Config.from_dict(d, source=str(run / CONFIG))
 
 
-def load(run: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The trained model of a run directory, in eval mode, with its resolved Config at ``model.config``."""
-    from .models import build
+def load(run: str | Path, device: str | torch.device = "cpu", model: Autoencoder | None = None) -> Autoencoder:
+    """The trained model of a run directory, in eval mode, with the run's resolved Config at ``model.config``.
 
+    Built from config.json's names (registered parts, vaekit's or a user's), or, given ``model``, the weights
+    go into that module (one built by hand from the same parts); nothing in the run directory is executed.
+    """
     cfg = read_config(run)
-    model = build(cfg.model)
+    if model is None:
+        custom = [k for k in ("kind", "net", "likelihood", "prior") if getattr(cfg.model, k) == CUSTOM]
+        if custom:
+            raise VaekitError(f"{_run_dir(run)}: the model's {', '.join(custom)} were built by hand (\"custom\" in {CONFIG}); "
+                              "build the same modules and load into them with vaekit.load(dir, model=...)")
+        model = build(cfg.model)
+    elif model.input_shape is None:
+        model.input_shape = cfg.model.input_shape
+    if model.input_shape != cfg.model.input_shape:
+        raise VaekitError(f"{_run_dir(run)}: the run's inputs have shape {cfg.model.input_shape}, the model given takes {model.input_shape}")
+    if cfg.model.objective != "auto" and cfg.model.kind != CUSTOM:
+        model.objective = objective_from_config(cfg.model)
     load_weights(model, _run_dir(run) / WEIGHTS)
     model.config = cfg
     return model.to(device).eval()
+
+
+def save_splits(dataset, path: Path) -> None:
+    """A data set's three splits as one pre-split .npz of train/valid/test arrays (and train_labels, ...)."""
+    arrays: dict[str, np.ndarray] = {}
+    for key, part in zip(SPLITS, dataset.parts):
+        arrays[key] = part.x.numpy()
+        if part.y is not None:
+            arrays[f"{key}_labels"] = part.y.numpy()
+
+    def write(tmp):  # through a file object: given a name, numpy would add its own suffix to the temporary one
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    write_atomic(path, write)
 
 
 def _run_dir(run: str | Path) -> Path:

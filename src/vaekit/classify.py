@@ -15,7 +15,7 @@ from .errors import VaekitError
 @torch.no_grad()
 def features(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Posterior means E[z|x] (the code of a plain autoencoder): (N, k)."""
-    if hasattr(model, "n_classes"):
+    if model.conditional:
         raise VaekitError("a conditional VAE's code depends on the label it is given; features need an unconditional model")
     model.eval()
     return torch.cat([model.encode(x[i:i + batch_size]).mean for i in range(0, len(x), batch_size)])
@@ -76,11 +76,11 @@ def compare_classifiers(model, x_train: torch.Tensor, y_train: torch.Tensor, x_t
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
-    if hasattr(model, "n_classes") or hasattr(model, "ups"):
+    if model.conditional or model.hierarchical:
         raise VaekitError("classify uses a one-layer unconditional encoder (model.kind vae, ae or dae)")
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     width = model.encoder(x_train[:1]).shape[-1]
-    is_vae = hasattr(model, "prior")
+    is_vae = model.prior is not None
     k = width // 2 if is_vae else width
     pca = PCA(k, random_state=seed).fit(x_train.flatten(1).cpu().numpy())
     p_train, p_test = pca.transform(x_train.flatten(1).cpu().numpy()), pca.transform(x_test.flatten(1).cpu().numpy())

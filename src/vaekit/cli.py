@@ -12,6 +12,8 @@ from pathlib import Path
 # flag -> (config key, type); a flag given on the command line becomes a --set override
 TRAIN_FLAGS = {
     "data": ("data.name", str, "built-in data set (digits, mnist, fashion-mnist, frey-face) or a .npy/.npz/.csv file or image folder"),
+    "val_data": ("data.val", str, "a file of validation rows (default: held out of --data)"),
+    "test_data": ("data.test", str, "a file of test rows (default: the data set's own, or held out of --data)"),
     "data_dir": ("data.data_dir", str, "where named data sets are kept (default $VAEKIT_DATA_DIR or ~/.cache/vaekit)"),
     "binarize": ("data.binarize", str, "auto, dynamic, static or none"),
     "model": ("model.kind", str, "vae, ae, dae, hvae (stochastic layers) or cvae (conditioned on labels)"),
@@ -37,6 +39,9 @@ TRAIN_FLAGS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vaekit", description="Autoencoders and variational autoencoders on PyTorch.")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import this Python module first, so the parts it registers (vaekit.register) have names; "
+                             "a run directory never causes an import")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model and write its run directory")
     p.add_argument("--config", help="a JSON or TOML config file (defaults otherwise)")
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import VaekitError
 
     try:
+        _import(args.imports)
         return args.func(args)
     except VaekitError as e:
         print(f"vaekit: error: {e}", file=sys.stderr)
@@ -72,6 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaekit: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
+
+
+def _import(modules: list[str]) -> None:
+    import importlib
+
+    from .errors import VaekitError
+
+    if modules and "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # as python -m does: a module beside the user is found
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise VaekitError(f"--import {name}: cannot import it ({e})") from None
 
 
 def _train(args) -> int:
@@ -100,6 +120,10 @@ def _train(args) -> int:
     run = fit(config.override(sets), resume=args.resume, progress=not args.no_progress)
     if not world_from_env().main:  # under torchrun rank 0 speaks for all
         return 0
+    if run.stopped != "max_steps":
+        from .report import write_report
+
+        write_report(run.dir, run.model, run.data, run.config.train.seed)
     last = run.history[-1] if run.history else {}
     print(f"{run.stopped}: {len(run.history)} epochs, {last.get('step', 0)} steps in {run.dir}")
     if run.test:
@@ -108,24 +132,15 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from dataclasses import replace
-
     from . import checkpoint
     from .evaluate import evaluate
-    from .train import choose_device, prepare
-
-    device = choose_device(args.device)
-    model = checkpoint.load(args.run, device)
-    cfg = model.config
-    data = replace(cfg.data, **{k: v for k, v in (("name", args.data), ("data_dir", args.data_dir)) if v is not None})
-    if args.data is not None:
-        data = replace(data, binarize="auto")
-    _, dataset = prepare(replace(cfg, data=data), not args.no_progress)
-    report = evaluate(model, dataset, split=args.split, k=args.k, k_naive=args.k_naive, subset=args.subset, seed=args.seed,
-                      baselines=not args.no_baselines, progress=not args.no_progress, device=device)
-    checkpoint.write_text(Path(args.run) / "eval.json", json.dumps(report, indent=2) + "\n")
     from .report import format_evaluation
+    from .runs import open_run
 
+    model, dataset = open_run(args.run, args.device, args.data, args.data_dir, not args.no_progress)
+    report = evaluate(model, dataset, split=args.split, k=args.k, k_naive=args.k_naive, subset=args.subset, seed=args.seed,
+                      baselines=not args.no_baselines, progress=not args.no_progress)
+    checkpoint.write_text(Path(args.run) / "eval.json", json.dumps(report, indent=2) + "\n")
     print(format_evaluation(report))
     return 0
 
@@ -223,11 +238,9 @@ def _explore_parsers(sub) -> None:
 
 def _open(args):
     """(model, dataset, output folder) for an explore command."""
-    from . import checkpoint
-    from .train import choose_device, prepare
+    from .runs import open_run
 
-    model = checkpoint.load(args.run, choose_device(args.device))
-    _, dataset = prepare(model.config)
+    model, dataset = open_run(args.run, args.device)
     out = Path(args.out or args.run)
     out.mkdir(parents=True, exist_ok=True)
     return model, dataset, out
@@ -235,16 +248,16 @@ def _open(args):
 
 def _images(model, dataset, n, seed):
     from .errors import VaekitError
-    from .evaluate import materialize
+    from .data.parts import materialize
 
     if dataset.kind != "image":
         raise VaekitError(f"data {dataset.name!r} is not images; this command draws pictures of images")
-    return materialize(dataset.test, n, next(model.parameters()).device, seed)
+    return materialize(dataset.test, n, model.device, seed)
 
 
 def _if_conditional(model, y):
     """The labels, for a model that encodes with them; None for any other."""
-    return y if hasattr(model, "n_classes") else None
+    return y if model.conditional else None
 
 
 def _wrote(info: dict) -> int:
@@ -257,7 +270,7 @@ def _sample(args) -> int:
     from .report import draw_conditional_samples, draw_samples
 
     model, _, out = _open(args)
-    if hasattr(model, "n_classes"):
+    if model.conditional:
         per_label = args.n if args.label else max(1, args.n // model.n_classes)
         return _wrote(draw_conditional_samples(model, out / "samples.png", per_label, args.temperature, args.seed, args.label))
     if args.label:
@@ -270,7 +283,7 @@ def _style(args) -> int:
     from .report import draw_style_transfer
 
     model, dataset, out = _open(args)
-    if not hasattr(model, "n_classes"):
+    if not model.conditional:
         raise VaekitError("style transfer needs a conditional VAE (train with --model cvae)")
     x, y = _images(model, dataset, args.n, args.seed)
     return _wrote(draw_style_transfer(model, x, y, out / "style.png"))
@@ -295,7 +308,7 @@ def _denoise(args) -> int:
 def _impute(args) -> int:
     import torch
 
-    from .evaluate import materialize
+    from .data.parts import materialize
     from .explore import MASKS, make_mask
     from .report import draw_impute
 
@@ -307,7 +320,7 @@ def _impute(args) -> int:
         name = args.mask
     else:
         missing, name = _mask_file(Path(args.mask), shape), Path(args.mask).stem
-    train_x, _ = materialize(dataset.train, 10000, next(model.parameters()).device, args.seed)
+    train_x, _ = materialize(dataset.train, 10000, model.device, args.seed)
     info = draw_impute(model, x, missing, out / f"impute-{name}.png", train_x.mean(0), args.steps, args.method, args.seed,
                        y=_if_conditional(model, y))
     print(f"imputation MSE over missing pixels: model {info['mse_model']:.4f}, mean imputation {info['mse_mean_imputation']:.4f}"
@@ -341,12 +354,12 @@ def _interpolate(args) -> int:
     from .report import draw_interpolations
 
     model, dataset, out = _open(args)
-    shape = tuple(model.config.model.input_shape)
+    shape = model.input_shape
     labels = None
     if args.files:
-        if hasattr(model, "n_classes"):
+        if model.conditional:
             raise VaekitError("--files: a conditional VAE needs the labels of its inputs; interpolate between test images (--pair)")
-        device = next(model.parameters()).device
+        device = model.device
         a, b = (torch.from_numpy(np.asarray(read_image(Path(f), shape[-2:], shape[0]), dtype=np.float32) / 255).reshape(shape).to(device)
                 for f in args.files)
         pairs = [(a, b)]
@@ -357,7 +370,7 @@ def _interpolate(args) -> int:
         if bad:
             raise VaekitError(f"--pair: test index {bad[0]} is out of range (the test split has {len(x)} images)")
         pairs = [(x[i], x[j]) for i, j in wanted]
-        if hasattr(model, "n_classes"):
+        if model.conditional:
             labels = [(y[[i, j]], int(y[i]) if args.label is None else args.label) for i, j in wanted]
     return _wrote(draw_interpolations(model, pairs, out / "interpolations.png", args.steps, labels))
 
@@ -392,12 +405,12 @@ def _manifold(args) -> int:
     from .report import draw_manifold
 
     model, dataset, out = _open(args)
-    if hasattr(model, "n_classes") and args.label is None:
+    if model.conditional and args.label is None:
         raise VaekitError("a conditional VAE's manifold is drawn under one label: give --label")
     units = _units(args.units, "--units")
     if units is None:
         x, y = _images(model, dataset, 500, args.seed)
-        units = [0, 1] if getattr(model, "prior", None) is not None and model.prior.k == 2 else \
+        units = [0, 1] if model.prior is not None and model.latent_dim == 2 else \
             most_active_units(model, x, 2, _if_conditional(model, y))
     if len(units) != 2:
         raise VaekitError(f"--units {args.units!r}: the manifold needs exactly two units")
@@ -406,22 +419,20 @@ def _manifold(args) -> int:
 
 def _embed(args) -> int:
     from . import checkpoint
-    from .evaluate import materialize
+    from .data.parts import materialize
     from .report import draw_embed
 
     model, dataset, out = _open(args)
-    x, y = materialize(dataset.test, args.n, next(model.parameters()).device, args.seed)
-    compare = checkpoint.load(args.compare, next(model.parameters()).device) if args.compare else None
+    x, y = materialize(dataset.test, args.n, model.device, args.seed)
+    compare = checkpoint.load(args.compare, model.device) if args.compare else None
     return _wrote(draw_embed(model, x, y, out / "embedding.png", args.method, compare, dataset.classes, args.seed))
 
 
 def _explore(args) -> int:
-    from . import checkpoint
+    from .runs import open_run
     from .server import Explorer, make_server
-    from .train import choose_device, prepare
 
-    model = checkpoint.load(args.run, choose_device(args.device))
-    _, dataset = prepare(model.config)
+    model, dataset = open_run(args.run, args.device)
     server = make_server(Explorer(model, dataset), args.host or "127.0.0.1", args.port, allow_remote=args.host is not None)
     host, port = server.server_address[:2]
     print(f"vaekit explorer for {args.run} at http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
@@ -433,26 +444,19 @@ def _explore(args) -> int:
 
 
 def _features(args) -> int:
-    from dataclasses import replace
-
     import numpy as np
 
     from . import checkpoint
     from .classify import features
+    from .data.parts import materialize
     from .errors import VaekitError
-    from .evaluate import materialize
-    from .train import choose_device, prepare
+    from .runs import open_run
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".npz"):
         raise VaekitError(f"--out {out}: expected a .npy or .npz file name")
-    model = checkpoint.load(args.run, choose_device(args.device))
-    cfg = model.config
-    data = replace(cfg.data, **{k: v for k, v in (("name", args.data), ("data_dir", args.data_dir)) if v is not None})
-    _, dataset = prepare(replace(cfg, data=data))
-    if tuple(dataset.shape) != tuple(cfg.model.input_shape):
-        raise VaekitError(f"data {dataset.name!r} has rows of shape {tuple(dataset.shape)}, but the model takes {tuple(cfg.model.input_shape)}")
-    x, y = materialize(getattr(dataset, args.split), None, next(model.parameters()).device, args.seed)
+    model, dataset = open_run(args.run, args.device, args.data, args.data_dir)
+    x, y = materialize(getattr(dataset, args.split), None, model.device, args.seed)
     f = features(model, x).cpu().numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"features": f, **({"labels": y.cpu().numpy()} if y is not None else {})}
@@ -470,15 +474,13 @@ def _features(args) -> int:
 
 
 def _classify(args) -> int:
-    from . import checkpoint
     from .classify import compare_classifiers
+    from .data.parts import materialize
     from .errors import VaekitError
-    from .evaluate import materialize
-    from .train import choose_device, prepare
+    from .runs import open_run
 
-    device = choose_device(args.device)
-    model = checkpoint.load(args.run, device)
-    _, dataset = prepare(model.config)
+    model, dataset = open_run(args.run, args.device)
+    device = model.device
     x, y = materialize(dataset.train, None, device, args.seed)
     xt, yt = materialize(dataset.test, None, device, args.seed)
     if y is None or yt is None:

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from . import registry
 from .errors import VaekitError
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # a built-in data set, or a path to .npy/.npz/.csv/an image folder
+    name: str = "digits"  # a built-in data set, or a path to .npy/.npz/.csv/an image folder (a .npz of train/valid/test: pre-split)
+    val: str | None = None  # a file of validation rows: used whole, nothing held out of the training rows
+    test: str | None = None  # a file of test rows: used whole, replacing any test split of the data set
     data_dir: str | None = None  # where named data sets live; default $VAEKIT_DATA_DIR or the user cache
     download: bool = True  # fetch a missing named data set (checksums verified)
     binarize: Literal["auto", "dynamic", "static", "none"] = "auto"  # auto: dynamic under a Bernoulli likelihood
@@ -31,6 +34,7 @@ class DataConfig:
     condition_columns: tuple[str, ...] = ()  # CSV: columns kept out of x as attribute vectors a conditional VAE is given
 
     def __post_init__(self):
+        _validate_fields(self, "data")
         _check(self, "data", val_size=">0", test_size=">0")
         if self.label_column is not None and self.condition_columns:
             raise VaekitError("data.label_column and data.condition_columns: give labels or attribute columns, not both")
@@ -38,20 +42,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["vae", "ae", "dae", "hvae", "cvae"] = "vae"  # hvae: stochastic_layers below z; cvae: conditioned on labels
-    net: Literal["mlp", "conv"] = "mlp"
+    kind: str = "vae"  # vae, ae, dae, hvae (stochastic_layers below z), cvae (conditioned on labels), or a registered model
+    net: str = "mlp"  # mlp, conv, or a registered net; "custom": modules a user built (load with vaekit.load(dir, model=...))
     hidden: tuple[int, ...] = (400,)  # MLP hidden widths, mirrored in the decoder
     channels: tuple[int, ...] = (32, 64)  # conv channels, each layer halving H and W
     activation: Literal["relu", "tanh", "softplus"] = "relu"
     latent_dim: int = 20
     stochastic_layers: tuple[int, ...] = ()  # hvae: sizes of the stochastic layers below z, from x up (Burda et al.: [100])
     upper_hidden: tuple[int, ...] = (100, 100)  # hvae: deterministic widths between two stochastic layers
-    likelihood: Literal["auto", "bernoulli", "gaussian", "gaussian-learned", "categorical"] = "auto"
+    likelihood: str = "auto"  # auto (from the data), bernoulli, gaussian, gaussian-learned, categorical, or a registered one
+    prior: str = "standard-normal"  # p(z): standard-normal or a registered prior
     sigma: float = 1.0  # the fixed σ of the "gaussian" likelihood
     gaussian_mean: Literal["linear", "sigmoid"] = "linear"  # sigmoid: the Gaussian decoders' mean kept in (0, 1)
     beta: float = 1.0  # weight of the KL term (β-VAE)
     mc_samples: int = 1  # L, Monte Carlo samples of z per data point
-    objective: Literal["elbo", "iwae"] = "elbo"  # iwae: the K-sample importance weighted bound (Burda et al., 2015)
+    objective: str = "auto"  # auto (the model's own: elbo, or reconstruction for ae/dae), elbo, iwae, or a registered one
     iwae_k: int = 50  # K of the iwae objective; K = 1 is the ELBO with the sampled KL
     kl_estimator: Literal["analytic", "sampled"] = "analytic"  # the ELBO's KL in closed form, or log q(z|x) − log p(z)
     estimator: Literal["reparameterization", "score-function", "score-function-baseline"] = "reparameterization"  # encoder gradient
@@ -62,12 +67,21 @@ class ModelConfig:
     n_classes: int | None = None  # cvae: filled in from the data: the number of classes, or of condition columns
 
     def __post_init__(self):
+        _validate_fields(self, "model")
         _check(self, "model", latent_dim=">=1", stochastic_layers=">=1", upper_hidden=">=1", hidden=">=1", channels=">=1", sigma=">0", beta=">=0",
                mc_samples=">=1", iwae_k=">=1", noise=">=0", init_std=">0")
         if self.kind == "hvae" and not self.stochastic_layers:
             raise VaekitError("model.stochastic_layers: a hierarchical VAE (model.kind=hvae) needs at least one layer below z, e.g. [100]")
         if self.net == "conv" and not self.channels:
             raise VaekitError("model.channels: a conv net needs at least one layer of channels")
+        _check_applies(self)
+
+    @property
+    def objective_name(self) -> str:
+        """The objective's registered name, "auto" resolved to the model's own."""
+        if self.objective != "auto":
+            return self.objective
+        return "elbo" if self.kind == CUSTOM else registry.lookup("model", self.kind).default_objective
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class TrainConfig:
     tensorboard: bool = True  # also log to TensorBoard when the optional extra is installed
 
     def __post_init__(self):
+        _validate_fields(self, "train")
         _check(self, "train", lr=">0", batch_size=">=1", epochs=">=0", max_steps=">=1", weight_decay=">=0",
                grad_clip=">0", kl_warmup_steps=">=0", early_stopping=">=1", checkpoint_every=">=1",
                checkpoint_steps=">=1", threads=">=1")
@@ -204,6 +219,48 @@ def load_config(path: str | Path) -> Config:
     return Config.from_dict(d, source=str(path))
 
 
+# Keys every model reads, and the keys of the built-in nets; the rest are read by a model kind, an objective or a
+# likelihood, each of which names its own in ``config_keys``.
+_COMMON_KEYS = frozenset({"kind", "net", "latent_dim", "likelihood", "objective", "init_std", "input_shape", "n_classes"})
+_NET_KEYS = frozenset({"hidden", "channels", "activation"})
+CUSTOM = "custom"  # a part built by hand, with no registered name
+
+
+def _check_applies(cfg: "ModelConfig") -> None:
+    """Names must be registered ("custom" stands for a part built by hand), and a key set away from its default
+    must be read by the model it describes."""
+    def part(kind: str, key: str) -> Any:
+        name = getattr(cfg, key)
+        return None if name == CUSTOM else registry.lookup(kind, name, f"model.{key}")
+
+    model, net = part("model", "kind"), part("net", "net")
+    part("prior", "prior")
+    likelihood = None if cfg.likelihood == "auto" else part("likelihood", "likelihood")
+    if model is None:
+        return
+    objective = registry.lookup("objective", cfg.objective_name, "model.objective")
+    reason = objective.from_config(cfg).refusal(model)
+    if reason:
+        raise VaekitError(f"model.objective={cfg.objective_name!r}" + (f", model.estimator={cfg.estimator!r}" if cfg.estimator !=
+                          "reparameterization" else "") + f" with model.kind={cfg.kind!r}: {reason}")
+    read = _COMMON_KEYS | model.config_keys | objective.config_keys | getattr(net, "config_keys", _NET_KEYS)
+    read |= {"sigma", "gaussian_mean"} if cfg.likelihood == "auto" else getattr(likelihood, "config_keys", frozenset())
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name not in read and value != f.default:
+            raise VaekitError(f"model.{f.name}={_to_plain(value)!r} does not apply to this model (model.kind={cfg.kind!r}, "
+                              f"model.net={cfg.net!r}, model.likelihood={cfg.likelihood!r}, model.objective={cfg.objective_name!r}); "
+                              "remove it or choose a model that reads it")
+
+
+def _validate_fields(obj: Any, section: str) -> None:
+    """Every field has its declared type (a Literal one of its values); lists become tuples. The same checks
+    a config file and --set get, so ``TrainConfig(optimizer="adamw")`` fails where it is written."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        object.__setattr__(obj, f.name, _coerce(getattr(obj, f.name), hints[f.name], section, f.name, sep="."))
+
+
 def _check(obj: Any, section: str, **bounds: str) -> None:
     """Range checks, e.g. lr=">0": a value (or each value of a tuple) must hold; None passes."""
     for name, bound in bounds.items():
@@ -235,16 +292,16 @@ def _build(cls: type, d: Any, source: str, prefix: str = "") -> Any:
     return cls(**{k: _coerce(v, hints[k], source, prefix + k) for k, v in d.items()})
 
 
-def _coerce(v: Any, tp: Any, source: str, key: str) -> Any:
+def _coerce(v: Any, tp: Any, source: str, key: str, sep: str = ": ") -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    where = f"{source}: {key}"
+    where = f"{source}{sep}{key}"
     if dataclasses.is_dataclass(tp):
         return _build(tp, v, source, key + ".")
     if origin in (typing.Union, types.UnionType):
         if v is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(v, inner[0], source, key)
+        return _coerce(v, inner[0], source, key, sep)
     if origin is Literal:
         if v not in args:
             raise VaekitError(f"{where}: expected one of {', '.join(map(repr, args))}, got {v!r}")
@@ -252,7 +309,7 @@ def _coerce(v: Any, tp: Any, source: str, key: str) -> Any:
     if origin is tuple:
         if not isinstance(v, (list, tuple)):
             raise VaekitError(f"{where}: expected a list of {args[0].__name__}, got {v!r}")
-        return tuple(_coerce(x, args[0], source, key) for x in v)
+        return tuple(_coerce(x, args[0], source, key, sep) for x in v)
     if tp is bool:
         if not isinstance(v, bool):
             raise VaekitError(f"{where}: expected true or false, got {v!r}")

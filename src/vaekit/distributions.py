@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import torch
 import torch.distributions as td
 import torch.nn.functional as F
+
+from .registry import register
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -23,13 +27,28 @@ def _full_precision(t: torch.Tensor) -> torch.Tensor:
 
 
 class Likelihood:
-    """p(x|z) for one decoder output; subclasses set ``n_params`` and build ``dist``."""
+    """p(x|z) for one decoder output; subclasses set ``n_params`` and build ``dist``.
+
+    The contract a user's likelihood keeps (register it with ``vaekit.register("likelihood", name)``):
+    ``n_params`` (parameters per element of x), ``__init__(params, event_ndim)`` with params shaped
+    (*batch, n_params, *event), ``log_prob(x)`` summed over the event, ``mean`` and ``sample(generator)``.
+    """
 
     n_params: int = 1
+    config_keys: frozenset[str] = frozenset()  # the ModelConfig keys ``options`` reads
     dist: td.Independent
 
     def __init__(self, params: torch.Tensor, event_ndim: int):
         self.params, self.event_ndim = _full_precision(params), event_ndim
+
+    @classmethod
+    def options(cls, cfg: Any) -> dict[str, Any]:
+        """The keyword arguments beyond (params, event_ndim) that a ModelConfig sets for this likelihood."""
+        return {}
+
+    def entropy(self) -> torch.Tensor:
+        """H[p(x|z)] summed over the event, where ``torch.distributions`` defines it."""
+        return self.dist.entropy()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) summed over the event: shape (*batch,)."""
@@ -45,9 +64,11 @@ class Likelihood:
         return self.log_prob(x)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One draw x ~ p(x|z), shaped like ``mean``."""
         raise NotImplementedError
 
 
+@register("likelihood", "bernoulli")
 class Bernoulli(Likelihood):
     """Pixels in {0, 1} (or [0, 1] intensities): −log p(x|z) is the summed binary cross-entropy."""
 
@@ -113,22 +134,31 @@ def _mean(raw: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.sigmoid(raw) if kind == "sigmoid" else raw
 
 
+@register("likelihood", "gaussian")
 class Gaussian(Likelihood):
     """N(x; f(z), σ²) with a fixed σ; σ = 1 makes −log p = ½‖x − x̂‖² + const."""
+
+    config_keys = frozenset({"sigma", "gaussian_mean"})
 
     def __init__(self, params, event_ndim, sigma: float = 1.0, mean: str = "linear"):
         super().__init__(params, event_ndim)
         self.loc, self.sigma = _mean(self.params.squeeze(-event_ndim - 1), mean), sigma
         self.dist = td.Independent(td.Normal(self.loc, sigma, validate_args=False), event_ndim)
 
+    @classmethod
+    def options(cls, cfg):
+        return {"sigma": cfg.sigma, "mean": cfg.gaussian_mean}
+
     def sample(self, generator=None):
         return self.loc + self.sigma * torch.randn(self.loc.shape, generator=generator, device=self.loc.device)
 
 
+@register("likelihood", "gaussian-learned")
 class GaussianLearned(Likelihood):
     """N(x; μ(z), σ²(z)) with σ predicted per output as log σ² (the AEVB paper's Frey Face decoder)."""
 
     n_params = 2
+    config_keys = frozenset({"gaussian_mean"})
     min_log_var = -9.0  # σ ≥ 0.011: below the 1/255 quantization step the density just spikes
 
     def __init__(self, params, event_ndim, mean: str = "linear"):
@@ -138,10 +168,15 @@ class GaussianLearned(Likelihood):
         self.loc, self.log_var = _mean(loc, mean), log_var.clamp(min=self.min_log_var)
         self.dist = td.Independent(td.Normal(self.loc, torch.exp(0.5 * self.log_var), validate_args=False), event_ndim)
 
+    @classmethod
+    def options(cls, cfg):
+        return {"mean": cfg.gaussian_mean}
+
     def sample(self, generator=None):
         return self.loc + torch.exp(0.5 * self.log_var) * torch.randn(self.loc.shape, generator=generator, device=self.loc.device)
 
 
+@register("likelihood", "categorical")
 class Categorical256(Likelihood):
     """Each pixel one of 256 levels; x in [0, 1] is read as level round(255·x)."""
 
@@ -169,22 +204,36 @@ class Categorical256(Likelihood):
         return torch.multinomial(p, 1, generator=generator).reshape(self.logits.shape[:-1]).float() / 255
 
 
-LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "gaussian-learned": GaussianLearned, "categorical": Categorical256}
-
-
 def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """KL(N(μ, σ²) ‖ N(0, I)) per latent unit: ½(σ² + μ² − 1 − log σ²)."""
     return 0.5 * (log_var.exp() + mu.pow(2) - 1 - log_var)
 
 
-class DiagonalGaussian:
-    """q(z|x) = N(μ, diag σ²) from the encoder's (μ, log σ²)."""
+def _shape(sample_shape: int | tuple[int, ...] | torch.Size | None) -> torch.Size:
+    """``sample_shape`` as torch.distributions takes it; an int n means (n,), None means ()."""
+    if sample_shape is None:
+        return torch.Size()
+    return torch.Size((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
+
+
+class DiagonalGaussian(td.Distribution):
+    """q(z|x) = N(μ, diag σ²) from the encoder's (μ, log σ²), as a ``torch.distributions`` distribution
+    whose event is the latent vector; ``td.kl_divergence`` knows it against ``StandardNormal`` and itself."""
+
+    arg_constraints = {"mu": td.constraints.real, "log_var": td.constraints.real}
+    support = td.constraints.real_vector
+    has_rsample = True
 
     def __init__(self, mu: torch.Tensor, log_var: torch.Tensor):
         self.mu, self.log_var = _full_precision(mu), _full_precision(log_var)
+        super().__init__(self.mu.shape[:-1], self.mu.shape[-1:], validate_args=False)
 
     @property
     def mean(self) -> torch.Tensor:
+        return self.mu
+
+    @property
+    def mode(self) -> torch.Tensor:
         return self.mu
 
     @property
@@ -192,17 +241,29 @@ class DiagonalGaussian:
         return torch.exp(0.5 * self.log_var)
 
     @property
+    def variance(self) -> torch.Tensor:
+        return self.log_var.exp()
+
+    @property
     def dist(self) -> td.Independent:
         return td.Independent(td.Normal(self.mu, self.stddev, validate_args=False), 1)
 
-    def rsample(self, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z = μ + σ ⊙ ε, ε ~ N(0, I): the reparameterization trick. Shape (n, *batch, k), or (*batch, k) when n is None."""
-        shape = self.mu.shape if n is None else (n, *self.mu.shape)
+    def rsample(self, sample_shape: int | tuple[int, ...] | torch.Size | None = torch.Size(),
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = μ + σ ⊙ ε, ε ~ N(0, I): the reparameterization trick. Shape (*sample_shape, *batch, k)."""
+        shape = _shape(sample_shape) + self.mu.shape
         eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
         return self.mu + self.stddev * eps
 
+    def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator)
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * ((z - self.mu).pow(2) / self.log_var.exp() + self.log_var + LOG_2PI).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return 0.5 * (self.log_var + 1 + LOG_2PI).sum(-1)
 
     def kl_per_unit(self) -> torch.Tensor:
         return kl_standard_normal(self.mu, self.log_var)
@@ -219,20 +280,70 @@ class PointMass:
         self.z = z
 
     mean = property(lambda self: self.z)
+    mode = property(lambda self: self.z)
     stddev = property(lambda self: torch.zeros_like(self.z))
 
-    def rsample(self, n=None, generator=None):
-        return self.z if n is None else self.z.expand(n, *self.z.shape)
+    def rsample(self, sample_shape=torch.Size(), generator=None):
+        return self.z.expand(*_shape(sample_shape), *self.z.shape)
+
+    sample = rsample
 
 
-class StandardNormal:
-    """The prior p(z) = N(0, I) over k units."""
+@register("prior", "standard-normal")
+class StandardNormal(td.Distribution):
+    """The prior p(z) = N(0, I) over k units.
+
+    The contract a user's prior keeps (register it with ``vaekit.register("prior", name)``):
+    ``__init__(latent_dim)``, ``log_prob(z)`` summed over the units, and ``sample(n, generator)``;
+    a prior that is an ``nn.Module`` has its parameters trained and saved with the model.
+    """
+
+    arg_constraints: dict = {}
+    support = td.constraints.real_vector
+    has_rsample = True
 
     def __init__(self, k: int):
         self.k = k
+        super().__init__(torch.Size(), torch.Size((k,)), validate_args=False)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        return torch.randn(n, self.k, generator=generator, device=device)
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.zeros(self.k)
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return torch.ones(self.k)
+
+    def sample(self, n: int | tuple[int, ...] = (), generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """(*n, k) draws, on ``device`` or else the generator's."""
+        device = device if device is not None else (generator.device if generator is not None else None)
+        return torch.randn(*_shape(n), self.k, generator=generator, device=device)
+
+    rsample = sample
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return torch.tensor(0.5 * self.k * (1 + LOG_2PI))
+
+
+@td.register_kl(DiagonalGaussian, StandardNormal)
+def _kl_diagonal_standard(q: DiagonalGaussian, p: StandardNormal) -> torch.Tensor:
+    return q.kl()
+
+
+@td.register_kl(DiagonalGaussian, DiagonalGaussian)
+def _kl_diagonal_diagonal(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
+    """½ Σ (σ_q² / σ_p² + (μ_q − μ_p)² / σ_p² − 1 + log σ_p² − log σ_q²)."""
+    return 0.5 * ((q.log_var - p.log_var).exp() + (q.mu - p.mu).pow(2) / p.log_var.exp() - 1 + p.log_var - q.log_var).sum(-1)
+
+
+def closed_form_kl(q_z: Any, prior: Any) -> torch.Tensor | None:
+    """KL(q ‖ p) per example where ``torch.distributions`` knows a closed form for the pair, else None."""
+    if not isinstance(q_z, td.Distribution) or not isinstance(prior, td.Distribution):
+        return None
+    try:
+        return td.kl_divergence(q_z, prior)
+    except NotImplementedError:
+        return None

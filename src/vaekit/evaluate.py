@@ -13,9 +13,12 @@ from typing import Any
 import torch
 
 from .data import Dataset, Part
+from .data.parts import EVAL_SEED, materialize
+from .data.arrays import as_rows
 from .errors import VaekitError
+from .objectives import ELBO, ScoreFunction
+from .runs import open_data
 
-EVAL_SEED = 7919  # fixes the binarization and z draws of an evaluation, so epochs compare like with like
 ACTIVE_THRESHOLD = 1e-2  # Burda et al. (2015): unit u is active when Cov_x(E_q[z_u]) > 10⁻²
 ROWS_PER_CHUNK = 2048  # decoder rows (samples × images) per pass: big enough for the matmuls, small enough to stay in cache
 
@@ -77,52 +80,44 @@ def naive_log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch
     return _log_mean_exp_over_samples((model.prior_log_likelihoods(x, c, generator, y) for c in _chunks(k, len(x))), k)
 
 
-def materialize(part: Part, subset: int | None = None, device="cpu", seed: int = EVAL_SEED) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The first ``subset`` rows of a split as one tensor, binarized once with a fixed seed when the data is."""
-    g = torch.Generator(device).manual_seed(seed)
-    xs, ys, n = [], [], 0
-    for x, y in part.batches(1000, noise=g, device=device):
-        xs.append(x)
-        ys.append(y)
-        n += len(x)
-        if subset is not None and n >= subset:
-            break
-    x = torch.cat(xs)[:subset]
-    y = torch.cat(ys)[:subset] if ys[0] is not None else None
-    return x, y
-
-
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:
     v = v.double()
     return v.mean().item(), (v.std(unbiased=True) / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
 
 
 @torch.no_grad()
-def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5000, k_naive: int | None = None, subset: int | None = None,
+def evaluate(model, data: Any = None, split: str = "test", k: int = 5000, k_naive: int | None = None, subset: int | None = None,
              batch_size: int = 10, seed: int = EVAL_SEED, baselines: bool = True, progress: bool = False,
-             device: str | torch.device = "cpu") -> dict[str, Any]:
+             device: str | torch.device | None = None) -> dict[str, Any]:
     """Everything ``vaekit eval`` reports, as a JSON-ready dict (nats per example unless named otherwise).
 
-    ``data`` defaults to the data set the model was trained on (``model.config``, as ``vaekit.load`` sets it).
+    ``data`` is a Dataset (its ``split`` is evaluated), or rows in memory — a tensor or array (N, ...), an
+    (x, y) pair or a torch Dataset — of which exactly these rows are evaluated, as they are; by default the
+    data set the model was trained on (``model.config``, as ``fit`` and ``vaekit.load`` set it). The PCA
+    and probe baselines fit on that data set's training rows, or on the evaluated rows when there are none.
     """
-    from .models import VAE, HierarchicalVAE
-
     _check_k(k)
-    if data is None:
-        from .train import prepare
-
-        _, data = prepare(model.config)
+    device = model.device if device is None else device
     if split not in ("train", "val", "test"):
         raise VaekitError(f"split={split!r}: expected train, val or test")
-    shape = tuple(model.config.model.input_shape) if hasattr(model, "config") else None
-    if shape is not None and tuple(data.shape) != shape:
-        raise VaekitError(f"data {data.name!r} has rows of shape {tuple(data.shape)}, but the model takes {shape}")
+    train_part = None
+    if data is None or isinstance(data, Dataset):
+        if data is None:
+            if model.config is None:
+                raise VaekitError("evaluate(model): this model was neither fitted nor loaded from a run; give the data to evaluate on")
+            data = open_data(model.config)
+        if tuple(data.shape) != model.input_shape:
+            raise VaekitError(f"data {data.name!r} has rows of shape {tuple(data.shape)}, but the model takes {model.input_shape}")
+        x, y = materialize(getattr(data, split), subset, device, seed)
+        train_part = data.train
+    else:
+        x, y = as_rows(data)
+        x, y = x[:subset].to(device), None if y is None else y[:subset].to(device)
     model.eval()
-    x, y = materialize(getattr(data, split), subset, device, seed)
     n, dims = len(x), math.prod(x.shape[1:])
     g = torch.Generator(device).manual_seed(seed)
     report: dict[str, Any] = {"split": split, "n": n, "dims": dims}
-    is_vae, hierarchical = isinstance(model, VAE), isinstance(model, HierarchicalVAE)
+    is_vae, hierarchical = model.prior is not None, model.hierarchical
     k_naive = k if k_naive is None else k_naive
     rows = {name: torch.empty(n, dtype=torch.float64) for name in
             (("recon", "kl", "iwae", "naive") if is_vae else ("recon",))}  # preallocated: no per-batch tensor lists
@@ -175,21 +170,23 @@ def evaluate(model, data: Dataset | None = None, split: str = "test", k: int = 5
             report["warning"] = (f"posterior collapse: only {int(active.sum())} of {mu.shape[1]} latent units are active "
                                  f"(Cov_x(E_q[z_u]) > {ACTIVE_THRESHOLD:g}); the rest carry no information about x")
     if baselines:
-        report["baselines"] = _baselines(data, mu, x, y, model, device, seed)
+        report["baselines"] = _baselines(train_part, mu, x, y, model, device, seed)
     return report
 
 
-def _baselines(data: Dataset, mu: torch.Tensor, x: torch.Tensor, y, model, device, seed) -> dict[str, Any]:
-    """PCA at the model's latent size: reconstruction error, and linear-probe accuracy against the encoder's means."""
+def _baselines(train: Part | None, mu: torch.Tensor, x: torch.Tensor, y, model, device, seed) -> dict[str, Any]:
+    """PCA at the model's latent size: reconstruction error, and linear-probe accuracy against the encoder's means;
+    both fit on up to 10,000 training rows, or on the evaluated rows themselves when there is no training split."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
-    xt, yt = materialize(data.train, 10000, device, seed)
+    xt, yt = materialize(train, 10000, device, seed) if train is not None else (x, y)
     k = mu.shape[1]
     flat_t, flat = xt.flatten(1).cpu().numpy(), x.flatten(1).cpu().numpy()
     pca = PCA(n_components=min(k, *flat_t.shape), random_state=0).fit(flat_t)
     recon = pca.inverse_transform(pca.transform(flat))
-    out: dict[str, Any] = {"train_rows": len(xt), "pca_mse_per_pixel": float(((recon - flat) ** 2).mean())}
+    out: dict[str, Any] = {"train_rows": len(xt), "fit_on": "train" if train is not None else "evaluated rows",
+                           "pca_mse_per_pixel": float(((recon - flat) ** 2).mean())}
     if y is not None and yt is not None and y.dim() == 1 and not y.is_floating_point() and len(torch.unique(yt)) > 1:
         feats_t = model.encode(xt, yt).mean.cpu().numpy()
 
@@ -217,11 +214,9 @@ def encoder_gradient_variance(model, x: torch.Tensor, estimator: str, n: int = 5
     its mean over parameters, and the mean gradient (equal across unbiased estimators up to noise)."""
     if estimator not in ("reparameterization", "score-function", "score-function-baseline"):
         raise VaekitError(f"estimator {estimator!r}: expected reparameterization, score-function or score-function-baseline")
+    beta = getattr(model.objective, "beta", 1.0)
+    objective = ELBO(beta) if estimator == "reparameterization" else ScoreFunction(estimator == "score-function-baseline", beta)
     params = list(model.encoder.parameters())
-    saved, model.estimator = model.estimator, estimator
-    try:
-        draws = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(model.loss(x, generator=generator, y=y).loss, params)])
-                             for _ in range(n)])  # (n, P)
-    finally:
-        model.estimator = saved
+    draws = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(objective(model, x, generator=generator, y=y).loss, params)])
+                         for _ in range(n)])  # (n, P)
     return {"estimator": estimator, "n": n, "mean_variance": draws.var(0).mean().item(), "mean_gradient": draws.mean(0)}

@@ -20,8 +20,7 @@ MASKS = ("left", "right", "top", "bottom", "random")
 def prior_samples(model, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Decoder means at z ~ N(0, T² I): (n, *shape). T < 1 trades variety for typicality."""
     _needs_prior(model)
-    device = next(model.parameters()).device
-    z = model.prior.sample(n, generator, device) * temperature
+    z = model.draw_prior(n, generator) * temperature
     return model.decode(z).mean
 
 
@@ -32,8 +31,8 @@ def conditional_samples(model, n: int, generator: torch.Generator | None = None,
     The same z in a column, so a column shows one style written as every class."""
     _needs_prior(model)
     labels = list(range(model.n_classes)) if labels is None else labels
-    device = next(model.parameters()).device
-    z = model.prior.sample(n, generator, device) * temperature  # (n, k)
+    device = model.device
+    z = model.draw_prior(n, generator) * temperature  # (n, k)
     y = torch.tensor(labels, device=device)[:, None].expand(len(labels), n)
     return model.decode(z.expand(len(labels), n, -1), y).mean
 
@@ -50,8 +49,8 @@ def style_transfer(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def denoise(model, x: torch.Tensor, kind: str | None = None, level: float | None = None,
             generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̃, x̂): x corrupted (a denoising autoencoder's own corruption unless named) and its reconstruction."""
-    kind = kind or getattr(model, "corruption", "mask")
-    level = level if level is not None else getattr(model, "noise", 0.25)
+    kind = kind or model.corruption or "mask"
+    level = level if level is not None else model.noise if model.noise is not None else 0.25
     x_tilde = corrupt(x, kind, level, generator)
     return x_tilde, model.reconstruct(x_tilde, y)
 
@@ -197,8 +196,8 @@ def manifold(model, n: int = 20, units: tuple[int, int] = (0, 1), base: torch.Te
              label: int | None = None) -> torch.Tensor:
     """Decoder means over ``manifold_z`` (under ``label`` for a conditional model): (n, n, *shape)."""
     _needs_prior(model)
-    device = next(model.parameters()).device
-    return model.decode(manifold_z(n, model.prior.k, units, base).to(device), _decode_labels(label, (n, n), device)).mean
+    device = model.device
+    return model.decode(manifold_z(n, model.latent_dim, units, base).to(device), _decode_labels(label, (n, n), device)).mean
 
 
 @torch.no_grad()
@@ -221,7 +220,7 @@ def embed(model, x: torch.Tensor, method: str = "pca", seed: int = 0, y: torch.T
 
 
 def _needs_prior(model) -> None:
-    if not hasattr(model, "prior"):
+    if model.prior is None:
         raise VaekitError(f"a {type(model).__name__} has no prior to sample from; this needs a VAE (model.kind=vae)")
 
 

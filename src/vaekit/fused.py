@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .distributions import _EXP_MAX, Bernoulli
+from .distributions import _EXP_MAX, Bernoulli, StandardNormal
 from .models import VAE
 from .nets import MLPDecoder, MLPEncoder
+from .objectives import ELBO
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh)
 
@@ -28,9 +29,10 @@ def applies(model: nn.Module) -> bool:
     analytic KL, one reparameterized sample per example."""
     if type(model) is not VAE or not isinstance(model.encoder, MLPEncoder) or not isinstance(model.decoder, MLPDecoder):
         return False
-    if getattr(model.likelihood, "func", None) is not Bernoulli or model.decoder.n_params != 1:
+    if model.likelihood is not Bernoulli or model.decoder.n_params != 1 or type(model.prior) is not StandardNormal:
         return False
-    if (model.objective, model.estimator, model.kl_estimator, model.mc_samples) != ("elbo", "reparameterization", "analytic", 1):
+    objective = model.objective
+    if type(objective) is not ELBO or (objective.mc_samples, objective.kl) != (1, "analytic"):
         return False
     acts = [m for m in (*model.encoder.net, *model.decoder.net) if not isinstance(m, nn.Linear)]
     return all(isinstance(a, _ACTIVATIONS) for a in acts) and len({type(a) for a in acts}) <= 1
@@ -114,7 +116,7 @@ class FusedStep:
         rec = log_u - torch.dot(x.flatten(), logits.flatten())
         var = std * std
         kl = 0.5 * (var + mu * mu - 1 - log_var).sum()
-        c = self.model.beta * kl_weight
+        c = self.model.objective.beta * kl_weight
         terms = torch.stack([rec + c * kl, rec, kl]) / b
 
         # backward: ∂/∂l of −log p(x|z) is σ(l) − x = −(1/u − 1 + x), with the batch mean's 1/B folded into α

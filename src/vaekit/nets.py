@@ -4,6 +4,11 @@ An encoder maps x (*batch, *shape) to (*batch, out); a decoder maps z (*batch, k
 to (*batch, P, *shape), P being the likelihood's parameters per element. Any
 number of leading batch dimensions passes through (L Monte Carlo samples, K
 importance samples).
+
+A net by name (``model.net``) is a function ``net(cfg, code_dim, latent_dim, n_params) -> (encoder, decoder)``
+registered with ``vaekit.register("net", name)``: the encoder outputs ``code_dim`` numbers per example, the
+decoder takes ``latent_dim`` and outputs (n_params, *cfg.input_shape) per example. ``config_keys`` on the
+function names the ModelConfig keys it reads.
 """
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from functools import partial
 
 import torch
 from torch import nn
+
+from .errors import VaekitError
+from .registry import register
 
 # ReLU in place: the layer before it never needs its own output for the backward pass, and a pass
 # over the activations is saved (it shows in IWAE evaluation, where the decoder runs K times per image)
@@ -101,3 +109,25 @@ class ConvDecoder(nn.Module):
         batch = z.shape[:-1]
         out = self.net(z.reshape(-1, z.shape[-1]))  # (B, P·C, H, W)
         return out.reshape(*batch, self.n_params, *self.shape)
+
+
+@register("net", "mlp")
+def mlp_pair(cfg, code_dim: int, latent_dim: int, n_params: int) -> tuple[nn.Module, nn.Module]:
+    """Fully connected encoder and decoder of ``cfg.hidden`` widths, the decoder mirrored."""
+    shape = tuple(cfg.input_shape)
+    return (MLPEncoder(shape, cfg.hidden, code_dim, cfg.activation),
+            MLPDecoder(shape, cfg.hidden, latent_dim, n_params, cfg.activation))
+
+
+@register("net", "conv")
+def conv_pair(cfg, code_dim: int, latent_dim: int, n_params: int) -> tuple[nn.Module, nn.Module]:
+    """Stride-2 convolutions of ``cfg.channels`` and their mirror, for images (C, H, W)."""
+    shape = tuple(cfg.input_shape)
+    if len(shape) != 3:
+        raise VaekitError(f"model.net=conv needs image data (C, H, W), but the data has rows of shape {shape}; use model.net=mlp")
+    return (ConvEncoder(shape, cfg.channels, code_dim, cfg.activation),
+            ConvDecoder(shape, cfg.channels, latent_dim, n_params, cfg.activation))
+
+
+mlp_pair.config_keys = frozenset({"hidden", "activation"})
+conv_pair.config_keys = frozenset({"channels", "activation"})

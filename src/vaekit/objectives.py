@@ -1,11 +1,23 @@
-"""Training objectives as pure functions of distributions, and the KL weight schedule."""
+"""Training objectives: objects called as ``objective(model, x, kl_weight=..., generator=..., y=None) -> LossOutput``.
+
+An objective asks the model only for what every model declares: ``encode`` (q(z|x)),
+``decode`` (p(x|z)), ``prior`` and, for a model with several stochastic layers,
+``sampled_terms``. So the ELBO, the IWAE bound and the score-function estimator train
+any model, a user's too, and a user's objective registers with
+``vaekit.register("objective", name)`` like these. The pure functions below them
+turn per-example terms into a LossOutput.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
+from .distributions import closed_form_kl
+from .errors import VaekitError
+from .registry import register
 
 
 @dataclass
@@ -45,6 +57,150 @@ def score_function_surrogate(signal: torch.Tensor, log_q: torch.Tensor, baseline
     leaves it unbiased (E_q[∇ log q] = 0) and can cut its variance. Add ``s - s.detach()`` to a loss to get
     the gradient without changing the loss's value."""
     return (signal - baseline).detach() * log_q
+
+
+class Objective:
+    """What the trainer minimizes. Subclasses set what they need of a model and the ModelConfig keys they read."""
+
+    needs_posterior: ClassVar[bool] = True  # a model with q(z|x) and a prior p(z): a VAE, not a plain autoencoder
+    single_layer: ClassVar[bool] = False  # encode() must give the model's whole posterior (not a hierarchical VAE's)
+    config_keys: ClassVar[frozenset[str]] = frozenset()  # ModelConfig fields from_config reads
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Objective":
+        """The objective a ModelConfig describes; a user's objective with no settings needs no override."""
+        return cls()
+
+    def to_config(self) -> dict[str, Any]:
+        """The ModelConfig values that rebuild this objective (its name is written beside them)."""
+        return {}
+
+    def refusal(self, model: Any) -> str | None:
+        """Why this objective cannot train ``model`` (a model or a model class), or None when it can."""
+        name = model.__name__ if isinstance(model, type) else type(model).__name__
+        if self.needs_posterior and not model.variational:
+            return f"{type(self).__name__} needs a model with a posterior and a prior; a {name} has none"
+        if self.single_layer and model.hierarchical:
+            return f"{type(self).__name__} needs a one-layer posterior; a {name} has several stochastic layers"
+        return None
+
+    def __call__(self, model: Any, x: torch.Tensor, kl_weight: float = 1.0, generator: torch.Generator | None = None,
+                 y: torch.Tensor | None = None) -> LossOutput:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def _samples(mc_samples: int) -> int | None:
+    return None if mc_samples == 1 else mc_samples
+
+
+@register("objective", "elbo")
+class ELBO(Objective):
+    """−ELBO = −E_q[log p(x|z)] + β·KL(q(z|x) ‖ p(z)) with L reparameterized samples of z (Kingma & Welling, 2013).
+
+    ``kl="analytic"`` takes the KL in closed form where ``torch.distributions`` has one for the posterior and the
+    prior (their estimator B; a hierarchical VAE or a prior without one uses the sampled estimate), ``"sampled"``
+    takes log q(z|x) − log p(z) at the same z (estimator A).
+    """
+
+    config_keys = frozenset({"beta", "mc_samples", "kl_estimator", "estimator"})
+
+    def __init__(self, beta: float = 1.0, mc_samples: int = 1, kl: str = "analytic"):
+        if kl not in ("analytic", "sampled"):
+            raise VaekitError(f"ELBO(kl={kl!r}): expected 'analytic' or 'sampled'")
+        if not (isinstance(mc_samples, int) and mc_samples >= 1):
+            raise VaekitError(f"ELBO(mc_samples={mc_samples!r}): expected a positive integer")
+        self.beta, self.mc_samples, self.kl = float(beta), mc_samples, kl
+
+    @classmethod
+    def from_config(cls, cfg):
+        if cfg.estimator != "reparameterization":
+            return ScoreFunction(baseline=cfg.estimator == "score-function-baseline", beta=cfg.beta, mc_samples=cfg.mc_samples)
+        return cls(cfg.beta, cfg.mc_samples, cfg.kl_estimator)
+
+    def to_config(self):
+        return {"beta": self.beta, "mc_samples": self.mc_samples, "kl_estimator": self.kl}
+
+    def __call__(self, model, x, kl_weight=1.0, generator=None, y=None):
+        n = _samples(self.mc_samples)
+        if model.hierarchical:
+            rec, kl = model.sampled_terms(x, n, generator, y)
+            return negative_elbo(rec, kl, self.beta * kl_weight)
+        q_z = model.encode(x, y)
+        z = q_z.rsample(n, generator)
+        rec = -model.decode(z, y).log_prob(x)  # before the KL, as in the IWAE path: autograd then sums in the same order
+        kl = closed_form_kl(q_z, model.prior) if self.kl == "analytic" else None
+        if kl is None:
+            kl = q_z.log_prob(z) - model.prior.log_prob(z)
+        return negative_elbo(rec, kl, self.beta * kl_weight)
+
+
+@register("objective", "iwae")
+class IWAE(Objective):
+    """−log (1/K) Σ_k p(x, z_k) / q(z_k|x), the importance weighted bound of Burda et al. (2015)."""
+
+    config_keys = frozenset({"iwae_k", "estimator"})
+
+    def __init__(self, k: int = 50):
+        if not (isinstance(k, int) and k >= 1):
+            raise VaekitError(f"IWAE(k={k!r}): expected a positive integer number of importance samples")
+        self.k = k
+
+    @classmethod
+    def from_config(cls, cfg):
+        if cfg.estimator != "reparameterization":
+            raise VaekitError(f"model.estimator={cfg.estimator!r} applies to model.objective=elbo; the iwae objective "
+                              "is trained with the reparameterization gradient")
+        return cls(cfg.iwae_k)
+
+    def to_config(self):
+        return {"iwae_k": self.k}
+
+    def __call__(self, model, x, kl_weight=1.0, generator=None, y=None):
+        return negative_iwae(*model.sampled_terms(x, self.k, generator, y))
+
+
+class ScoreFunction(ELBO):
+    """−ELBO whose encoder gradient for the reconstruction term is the score-function (REINFORCE) estimate
+    (log p(x|z) − b) ∇_φ log q(z|x): z carries no path to φ; the KL keeps its closed-form gradient. With
+    ``baseline`` the learning signal is centred on its batch mean. The loss reported is still −ELBO."""
+
+    single_layer = True
+    config_name = "elbo"  # written as model.objective=elbo with model.estimator=score-function[-baseline]
+
+    def __init__(self, baseline: bool = False, beta: float = 1.0, mc_samples: int = 1):
+        super().__init__(beta, mc_samples, "analytic")
+        self.baseline = bool(baseline)
+
+    def to_config(self):
+        return {"beta": self.beta, "mc_samples": self.mc_samples,
+                "estimator": "score-function-baseline" if self.baseline else "score-function"}
+
+    def __call__(self, model, x, kl_weight=1.0, generator=None, y=None):
+        q_z = model.encode(x, y)
+        z = q_z.rsample(_samples(self.mc_samples), generator).detach()
+        log_px = model.decode(z, y).log_prob(x)  # (L, B) or (B,)
+        baseline = log_px.detach().mean() if self.baseline else 0.0
+        s = score_function_surrogate(log_px, q_z.log_prob(z), baseline)
+        kl = closed_form_kl(q_z, model.prior)
+        if kl is None:
+            raise VaekitError(f"ScoreFunction needs a closed-form KL to {type(model.prior).__name__}; use ELBO(kl='sampled')")
+        out = negative_elbo(-log_px, kl, self.beta * kl_weight)
+        return LossOutput(out.loss - (s - s.detach()).mean(), out.recon, out.kl)
+
+
+@register("objective", "reconstruction")
+class Reconstruction(Objective):
+    """−log p(x | f(g(x̃))), a plain or denoising autoencoder's loss: BCE under Bernoulli, ½‖x − x̂‖² + c under
+    Gaussian; x̃ is ``model.corrupt(x)`` (x itself but for a denoising autoencoder)."""
+
+    needs_posterior = False
+
+    def __call__(self, model, x, kl_weight=1.0, generator=None, y=None):
+        rec = -model.decode(model.encode(model.corrupt(x, generator), y).mean, y).log_prob(x).mean()
+        return LossOutput(rec, rec, torch.zeros((), device=x.device))
 
 
 def kl_warmup(step: int, warmup_steps: int) -> float:

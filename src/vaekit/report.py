@@ -15,7 +15,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import explore
-from .evaluate import materialize
+from .data.parts import materialize
 from .plots import save_curves, save_grid, save_scatter
 
 REPORT = "report.html"
@@ -26,7 +26,7 @@ def _seeded(seed: int, device) -> torch.Generator:
 
 
 def _device(model) -> torch.device:
-    return next(model.parameters()).device
+    return model.device
 
 
 def draw_samples(model, path: Path, n: int = 64, temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
@@ -152,9 +152,9 @@ def draw_all(model, dataset, out: Path, seed: int = 0) -> list[tuple[str, Path, 
     """Every picture the report shows, written into ``out``: (title, path, caption) in report order."""
     device = _device(model)
     x, y = materialize(dataset.test, 2000, device, seed)
-    is_vae = hasattr(model, "prior")
+    is_vae = model.prior is not None
     shown: list[tuple[str, Path, str]] = []
-    if dataset.kind == "image" and hasattr(model, "n_classes"):  # conditional: every picture needs its labels
+    if dataset.kind == "image" and model.conditional:  # conditional: every picture needs its labels
         draw_reconstructions(model, x[:8], out / "reconstructions.png", y[:8])
         shown.append(("Reconstructions", out / "reconstructions.png", "test images (top) and their reconstructions"))
         draw_conditional_samples(model, out / "samples.png", 10, seed=seed)
@@ -175,11 +175,11 @@ def draw_all(model, dataset, out: Path, seed: int = 0) -> list[tuple[str, Path, 
             units = explore.most_active_units(model, x, 8)
             draw_traverse(model, x[0], out / "traverse.png", units)
             shown.append(("Traversals", out / "traverse.png", f"units {units} (most active first) from −3 to 3 around the first test image's code"))
-            plane = (0, 1) if model.prior.k == 2 else tuple(units[:2])
+            plane = (0, 1) if model.latent_dim == 2 else tuple(units[:2])
             draw_manifold(model, out / "manifold.png", 20, plane)
             shown.append(("Learned manifold", out / "manifold.png",
                           f"units {plane[0]} (left to right) and {plane[1]} (bottom to top) through the inverse Gaussian CDF of an even grid"
-                          + ("" if model.prior.k == 2 else "; the other units at 0")))
+                          + ("" if model.latent_dim == 2 else "; the other units at 0")))
     draw_embed(model, x, y, out / "embedding.png", classes=dataset.classes, seed=seed)
     shown.append(("Latent space", out / "embedding.png", f"posterior means of {len(x)} test examples"))
     return shown
@@ -193,7 +193,7 @@ def write_report(run: str | Path, model=None, dataset=None, seed: int = 0, out: 
     if model is None:
         model = ckpt.load(run)
     if dataset is None:
-        from .train import prepare
+        from .runs import prepare
 
         _, dataset = prepare(model.config)
     was_training = model.training

@@ -21,7 +21,8 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config, preset
 from .errors import VaekitError
-from .evaluate import encoder_gradient_variance, materialize
+from .data.parts import materialize
+from .evaluate import encoder_gradient_variance
 from .plots import panels, save_figure
 
 ESTIMATORS = ("reparameterization", "score-function", "score-function-baseline")
@@ -32,7 +33,8 @@ def grad_variance(out: str | Path, dataset: str = "mnist", budget: int = 600_000
     """Train a VAE with the reparameterization trick and, at ``checkpoints`` points spread over ``budget``
     training samples, measure the variance of the encoder's minibatch gradient under each estimator from
     ``draws`` draws of z on one fixed minibatch of 100 training images."""
-    from .train import fit, prepare
+    from .runs import prepare
+    from .train import fit
 
     if budget < 100 * checkpoints:
         raise VaekitError(f"--budget {budget}: at least 100 samples per checkpoint ({100 * checkpoints}) are needed")
@@ -151,7 +153,8 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
     from .baselines import wake_sleep_step
     from .evaluate import mean_loss
     from .models import build
-    from .train import fit, make_optimizer, prepare
+    from .runs import prepare
+    from .train import fit, make_optimizer
 
     preset_name, sizes = FIG2.get(dataset, ("aevb-mnist", (2, 5, 10)))
     sizes = tuple(latent_sizes or sizes)

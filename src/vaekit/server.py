@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .errors import VaekitError
-from .evaluate import materialize
+from .data.parts import materialize
 
 LOOPBACK = ("127.0.0.1", "localhost")
 MAX_BODY = 2 * 1024 * 1024  # bytes: a request larger than any image upload we accept
@@ -50,15 +50,15 @@ class Explorer:
     """The model behind the API: every computation the server answers with, in one place, usable without HTTP."""
 
     def __init__(self, model, dataset=None, seed: int = 0):
-        if not hasattr(model, "prior") or hasattr(model, "n_classes"):
+        if model.prior is None or model.conditional:
             raise VaekitError(f"the explorer drives an unconditional VAE; this run holds a {type(model).__name__} "
                               "(use vaekit sample --label and vaekit style for a conditional one)")
         self.model, self.lock = model.eval(), threading.Lock()
-        self.shape = tuple(model.config.model.input_shape) if hasattr(model, "config") else None
-        self.k = model.prior.k
+        self.shape = model.input_shape
+        self.k = model.latent_dim
         self.x, self.y = (None, None)
         if dataset is not None and dataset.kind == "image":
-            self.x, self.y = materialize(dataset.test, SCATTER_POINTS, next(model.parameters()).device, seed)
+            self.x, self.y = materialize(dataset.test, SCATTER_POINTS, model.device, seed)
             self.shape = tuple(self.x.shape[1:])
         self.classes = getattr(dataset, "classes", None)
         self.units, self.points = list(range(self.k)), None

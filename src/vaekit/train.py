@@ -23,12 +23,15 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed, fused
-from .config import Config
-from .data import Dataset, MemoryPart, load_dataset
+from .config import Config, DataConfig
+from .data import Dataset, MemoryPart
+from .data.arrays import as_dataset
+from .distributions import Bernoulli
 from .errors import VaekitError
 from .evaluate import mean_loss
-from .models import build
-from .objectives import kl_warmup
+from .models import Autoencoder, build, use_objective
+from .objectives import Objective, kl_warmup
+from .runs import choose_device, prepare
 
 # Keys of a run's config that may change when it is resumed; anything else would make it another run.
 RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
@@ -40,55 +43,13 @@ CHECK_EVERY = 100  # steps between checks that the loss is finite (a check syncs
 class Run:
     """What ``fit`` returns: the trained model, its resolved config, and what was measured."""
 
-    dir: Path
+    dir: Path | None  # None when fit was given no ``out``: nothing was written
     config: Config
-    model: torch.nn.Module
+    model: Autoencoder
     history: list[dict[str, Any]] = field(default_factory=list)
     test: dict[str, float] | None = None
     stopped: str = "completed"  # or "max_steps", "early_stopping"
-
-
-def resolve(config: Config, dataset: Dataset) -> Config:
-    """Fill the fields left "auto" from the data: input shape, likelihood, binarization."""
-    likelihood = dataset.likelihood if config.model.likelihood == "auto" else config.model.likelihood
-    binarize = config.data.binarize
-    if binarize == "auto":
-        binarize = "dynamic" if likelihood == "bernoulli" and dataset.kind == "image" else "none"
-    n_classes = config.model.n_classes
-    if config.model.kind == "cvae" and n_classes is None and config.data.condition_columns:
-        n_classes = len(config.data.condition_columns)
-    elif config.model.kind == "cvae" and n_classes is None:
-        y = getattr(dataset.train, "y", None)
-        if y is None:
-            raise VaekitError(f"model.kind=cvae needs labels, and data {dataset.name!r} has none")
-        n_classes = len(dataset.classes) if dataset.classes else int(y.max()) + 1
-    return replace(config, data=replace(config.data, binarize=binarize),
-                   model=replace(config.model, likelihood=likelihood, input_shape=tuple(dataset.shape), n_classes=n_classes))
-
-
-def prepare(config: Config, progress: bool = False) -> tuple[Config, Dataset]:
-    """Load the data a config names and resolve the config against it."""
-    dataset = load_dataset(config.data, progress=progress)
-    config = resolve(config, dataset)
-    if config.model.likelihood == "bernoulli":
-        dataset.check_unit_range()
-    dataset.binarize(config.data.binarize)
-    return config, dataset
-
-
-def choose_device(name: str, world: distributed.World = distributed.World()) -> torch.device:
-    """The device ``train.device`` names; with several processes on CUDA, the one of this LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and world.size > 1:
-        name = f"cuda:{world.local_rank}"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VaekitError(f"train.device: {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VaekitError(f"train.device: {name!r} asked for, but this machine has no CUDA device")
-    return device
+    data: Dataset | None = None  # the data it was trained on, split
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -97,12 +58,50 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     return kinds[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
-def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
-    """Train the model ``config`` describes and write its run directory at ``config.out``.
+def fit(model: Autoencoder | Config, data: Any = None, *, val: Any = None, test: Any = None, out: str | Path | None = None,
+        objective: Objective | str | None = None, progress: bool = True, resume: bool = False, **train: Any) -> Run:
+    """Train a model; returns a Run with the trained model and its per-epoch history.
 
-    With ``resume``, continue the run found there from its last checkpoint; only
-    the keys in RESUMABLE may differ from the stored config.
+    ``fit(config)`` builds the model a Config describes, on the data it names, and writes the run directory at
+    ``config.out``. ``fit(model, data, val=..., test=..., out=...)`` trains a model you built (any encoder and
+    decoder modules) on data in memory: a float tensor or array of rows (N, ...), an (x, y) pair, or a
+    ``torch.utils.data.Dataset`` yielding x or (x, y). Without ``val`` the last tenth of ``data`` is held out
+    for validation; without ``test`` the validation rows stand in for it. ``objective`` is an objective object
+    or a registered name (default: the model's own), and ``**train`` are TrainConfig fields (``epochs=5``,
+    ``lr=1e-3``, ...). With ``out`` the run directory holds config.json, the weights, the checkpoints and
+    the data as data.npz, so every command works on it; without, nothing is written.
+
+    With ``resume``, continue the run found at ``out`` from its last checkpoint; only the keys in RESUMABLE may
+    differ from the stored config.
     """
+    if isinstance(model, Config):
+        if data is not None or val is not None or test is not None or objective is not None or out is not None or train:
+            raise VaekitError("fit(config) takes the data, out and training settings from the Config; "
+                              "fit(model, data, ...) is the form that takes them as arguments")
+        return _start(model, resume, progress)
+    if not isinstance(model, Autoencoder):
+        raise VaekitError(f"fit: got a {type(model).__name__}; expected a vaekit model (such as vaekit.VAE(encoder, decoder, ...)) "
+                          "or a vaekit.Config")
+    if data is None:
+        raise VaekitError("fit(model, data): no training data given")
+    config = Config.from_dict({"train": train}, source="fit()")
+    dataset = as_dataset(data, val, test)
+    if model.input_shape is None:
+        model.input_shape = tuple(dataset.shape)
+    if model.input_shape != tuple(dataset.shape):
+        raise VaekitError(f"fit: the data has rows of shape {tuple(dataset.shape)}, but the model takes {model.input_shape}")
+    if issubclass(model.likelihood, Bernoulli):
+        dataset.check_unit_range()
+    use_objective(model, objective)
+    where = Path(out).resolve() if out is not None else None
+    name = str(where / ckpt.DATA) if where is not None else "(in memory)"
+    config = replace(config, out=str(out) if out is not None else "", model=model.describe(),
+                     data=DataConfig(name=name, binarize="none"))
+    return _start(config, resume, progress, model, dataset)
+
+
+def _start(config: Config, resume: bool, progress: bool, model: Autoencoder | None = None, dataset: Dataset | None = None) -> Run:
+    """The process-wide set-up a run needs (device, threads, denormals, the process group), then the run."""
     world = distributed.world_from_env()
     tc = config.train
     device = choose_device(tc.device, world)
@@ -116,29 +115,34 @@ def fit(config: Config, resume: bool = False, progress: bool = False) -> Run:
         torch.set_num_threads(tc.threads)
     created = distributed.join(world, device)
     try:
-        return _fit(config, resume, progress and world.main, world, device)
+        return _fit(config, resume, progress and world.main, world, device, model, dataset)
     finally:
         distributed.leave(created)
 
 
-def _fit(config: Config, resume: bool, progress: bool, world: distributed.World, device: torch.device) -> Run:
+def _fit(config: Config, resume: bool, progress: bool, world: distributed.World, device: torch.device,
+         model: Autoencoder | None, dataset: Dataset | None) -> Run:
     tc = config.train
-    if not world.main:
-        distributed.barrier(world)  # rank 0 fetches the data first, so that one process downloads
-    config, dataset = prepare(config, progress)
-    if world.main:
-        distributed.barrier(world)
-    out = Path(config.out)
-    state_path = out / ckpt.TRAINER
-    with torch.random.fork_rng(devices=[]):  # the seed fixes initialization without touching the caller's RNG
-        torch.manual_seed(tc.seed)
-        model = build(config.model)
+    if dataset is None:
+        if not world.main:
+            distributed.barrier(world)  # rank 0 fetches the data first, so that one process downloads
+        config, dataset = prepare(config, progress)
+        if world.main:
+            distributed.barrier(world)
+    if model is None:
+        with torch.random.fork_rng(devices=[]):  # the seed fixes initialization without touching the caller's RNG
+            torch.manual_seed(tc.seed)
+            model = build(config.model)
+    out = Path(config.out) if config.out else None
+    state_path = out / ckpt.TRAINER if out is not None else None
+    if resume and out is None:
+        raise VaekitError("fit(..., resume=True) needs the run directory to resume: give out=")
     model.config = config
     model.to(device)
     opt = make_optimizer(model.parameters(), tc)
     noise = torch.Generator(device).manual_seed(tc.seed if world.size == 1 else _rank_seed(tc.seed, world.rank, 0))
     s = _fresh_state()
-    if state_path.exists():
+    if state_path is not None and state_path.exists():
         if not resume:
             raise VaekitError(f"{out}: already holds a run; resume it with --resume (fit(..., resume=True)) or choose another --out")
         _check_resumable(ckpt.read_config(out) if (out / ckpt.WEIGHTS).exists() else None, config, out)
@@ -152,11 +156,13 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
             noise.manual_seed(_rank_seed(tc.seed, world.rank, s["step"]))
         if s["stopped"] == "max_steps":
             s["stopped"] = None
-    if world.main:
+    if world.main and out is not None:
         ckpt.write_text(out / ckpt.CONFIG, config.to_json())
+        if config.data.name == str(out.resolve() / ckpt.DATA) and not (out / ckpt.DATA).exists():
+            ckpt.save_splits(dataset, out / ckpt.DATA)
     train = _on_device(dataset.train, device)
-    writer = _tensorboard(out) if tc.tensorboard and world.main else None
-    run = Run(out, config, model, s["history"])
+    writer = _tensorboard(out) if tc.tensorboard and world.main and out is not None else None
+    run = Run(out, config, model, s["history"], data=dataset)
     step_loss = distributed.wrap(model, world, device)
     if tc.compile:  # in place, so the state dict keeps its keys
         for net in _networks(model):
@@ -168,6 +174,8 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
     rows = None if world.size == 1 else (lambda n: distributed.shard(n, world))
 
     def save(buf: torch.Tensor):
+        if out is None:
+            return
         if s["batch"]:  # mid-epoch: the epoch's sums so far, over all ranks
             s["partial"] = distributed.sum_over_ranks(buf[: s["batch"]].clone(), world).cpu()
         if world.main:
@@ -247,7 +255,7 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
         s.update(epoch=epoch + 1, batch=0, partial=torch.zeros(0, 4), seconds=0.0)
         if val["loss"] < s["best"]:
             s["best"], s["bad_epochs"] = val["loss"], 0
-            if tc.early_stopping and world.main:
+            if tc.early_stopping and world.main and out is not None:
                 ckpt.save_weights(model, out / ckpt.BEST)
         else:
             s["bad_epochs"] += 1
@@ -261,7 +269,7 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
     if run.stopped == "max_steps":
         return run
     distributed.barrier(world)  # rank 0's files are complete before any rank reads them
-    if tc.early_stopping and (out / ckpt.BEST).exists():
+    if out is not None and tc.early_stopping and (out / ckpt.BEST).exists():
         ckpt.load_weights(model, out / ckpt.BEST)
         if world.main:
             ckpt.save_weights(model, out / ckpt.WEIGHTS)
@@ -269,11 +277,9 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
     if not world.main:
         return run
     run.test = mean_loss(model, dataset.test, device=device)
-    ckpt.write_text(out / "summary.json", json.dumps({"stopped": run.stopped, "epochs": s["epoch"], "steps": s["step"],
-                                                      **{f"test_{k}": v for k, v in run.test.items()}}, indent=2) + "\n")
-    from .report import write_report
-
-    write_report(out, model, dataset, tc.seed)
+    if out is not None:
+        ckpt.write_text(out / "summary.json", json.dumps({"stopped": run.stopped, "epochs": s["epoch"], "steps": s["step"],
+                                                          **{f"test_{k}": v for k, v in run.test.items()}}, indent=2) + "\n")
     return run
 
 

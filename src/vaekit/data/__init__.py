@@ -11,7 +11,7 @@ import torch
 from ..config import DataConfig
 from ..errors import VaekitError
 from .parts import MemoryPart, Part, StreamPart
-from .readers import read_csv, read_frey, read_idx, read_image_folder, read_npy, read_npz
+from .readers import SPLITS, is_presplit, read_csv, read_frey, read_idx, read_image_folder, read_npy, read_npz, read_splits
 from .sources import SOURCES, default_data_dir, fetch
 
 NAMES = ("digits", *SOURCES)
@@ -85,14 +85,30 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
         x = read_frey(folder / "frey-face")
         return _split(name, cfg, x, None, None, 255.0, "image", None, likelihood="gaussian-learned")
     path = Path(name)
+    if path.suffix == ".npy" and cfg.stream and path.exists():
+        if cfg.val or cfg.test:
+            raise VaekitError("data.val and data.test: a streamed .npy is split from itself; give pre-split files without data.stream")
+        return _split_stream(cfg, path)
+    if path.suffix == ".npz" and path.exists() and is_presplit(path):
+        return _presplit(name, read_splits(path))
+    x, y, classes = _rows_of(name, cfg)
+    kind = "table" if x.ndim == 2 else "image"
+    return _split(name, cfg, x, y, None, _scale(x), kind, classes, likelihood="gaussian" if kind == "table" else "bernoulli")
+
+
+def _scale(x: np.ndarray) -> float:
+    return 255.0 if x.dtype == np.uint8 else 1.0
+
+
+def _rows_of(name: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Every row of a data file or image folder: (x, labels, class names)."""
+    path = Path(name)
     if not path.exists():
         raise VaekitError(f"data {name!r}: neither a built-in data set ({', '.join(NAMES)}) nor an existing file or folder")
     classes = None
     if path.is_dir():
         x, y, classes = read_image_folder(path)
     elif path.suffix == ".npy":
-        if cfg.stream:
-            return _split_stream(cfg, path)
         x, y = read_npy(path, mmap=False), None
     elif path.suffix == ".npz":
         x, y = read_npz(path)
@@ -100,10 +116,7 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
         x, y = read_csv(path, cfg.label_column, cfg.condition_columns)
     else:
         raise VaekitError(f"{path}: unsupported data file; expected .npy, .npz, .csv or a folder of images")
-    x = _as_storable(x, path)
-    kind = "table" if x.ndim == 2 else "image"
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    return _split(name, cfg, x, y, None, scale, kind, classes, likelihood="gaussian" if kind == "table" else "bernoulli")
+    return _as_storable(x, path), y, classes
 
 
 def _as_storable(x: np.ndarray, path: Path) -> np.ndarray:
@@ -121,7 +134,8 @@ def _as_storable(x: np.ndarray, path: Path) -> np.ndarray:
     return x
 
 
-def _count(size: float, n: int, what: str) -> int:
+def split_count(size: float, n: int, what: str) -> int:
+    """Rows a split of ``size`` (a fraction below 1, else a count) takes of ``n``."""
     k = int(size) if size >= 1 else round(size * n)
     if k < 1 or k >= n:
         raise VaekitError(f"data.{what}={size:g} leaves no rows on one side of a data set of {n} rows")
@@ -133,19 +147,44 @@ def _split(name, cfg, x, y, test, scale, kind, classes, likelihood="bernoulli") 
         raise VaekitError(f"data {name!r}: empty data set: no rows to train or evaluate on")
     x = torch.from_numpy(np.ascontiguousarray(x))
     y = torch.from_numpy(np.asarray(y)) if y is not None else None
+    if cfg.test is not None:  # a test split of the user's own replaces any other
+        test = _rows_of(cfg.test, cfg)[:2]
     if test is None:  # no official test split: hold one out, by a fixed permutation
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(_SPLIT_SEED))
         x, y = x[perm], (y[perm] if y is not None else None)
-        n_test = _count(cfg.test_size, len(x), "test_size")
+        n_test = split_count(cfg.test_size, len(x), "test_size")
         xte, yte = x[-n_test:], (y[-n_test:] if y is not None else None)
         x, y = x[:-n_test], (y[:-n_test] if y is not None else None)
     else:
-        xte, yte = (torch.from_numpy(np.ascontiguousarray(a)) for a in test)
-    n_val = _count(cfg.val_size, len(x), "val_size")  # the tail of the training pool, as in the literature
-    parts = [MemoryPart(x[:-n_val], _cut(y, None, -n_val), scale),
-             MemoryPart(x[-n_val:], _cut(y, -n_val, None), scale),
-             MemoryPart(xte, yte, scale)]
+        xte, yte = (None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in test)
+    if cfg.val is not None:
+        xv, yv = (None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in _rows_of(cfg.val, cfg)[:2])
+    else:
+        n_val = split_count(cfg.val_size, len(x), "val_size")  # the tail of the training pool, as in the literature
+        x, xv, y, yv = x[:-n_val], x[-n_val:], _cut(y, None, -n_val), _cut(y, -n_val, None)
+    for part_x, key in ((xv, "val"), (xte, "test")):
+        if tuple(part_x.shape[1:]) != tuple(x.shape[1:]):
+            raise VaekitError(f"data.{key}: rows of shape {tuple(part_x.shape[1:])}, but the training rows have {tuple(x.shape[1:])}")
+    parts = [MemoryPart(x, y, scale), MemoryPart(xv, yv, _scale_of(xv, scale)), MemoryPart(xte, yte, _scale_of(xte, scale))]
     return Dataset(name, *parts, kind=kind, classes=classes, likelihood=likelihood)
+
+
+def _presplit(name: str, splits: list[tuple[np.ndarray, np.ndarray | None]]) -> Dataset:
+    """A data set that comes split already: its parts as they are, no rows moved between them."""
+    xs = [_as_storable(x, Path(name)) for x, _ in splits]
+    for (x, _), key in zip(splits, SPLITS):
+        if x.shape[1:] != xs[0].shape[1:]:
+            raise VaekitError(f"{name}: the {key} rows have shape {x.shape[1:]}, the train rows {xs[0].shape[1:]}")
+    scale = 255.0 if xs[0].dtype == np.uint8 else 1.0
+    parts = [MemoryPart(torch.from_numpy(np.ascontiguousarray(x)), None if y is None else torch.from_numpy(y), scale)
+             for x, (_, y) in zip(xs, splits)]
+    kind = "table" if xs[0].ndim == 2 else "image"
+    return Dataset(name, *parts, kind=kind, likelihood="gaussian" if kind == "table" else "bernoulli")
+
+
+def _scale_of(x: torch.Tensor, scale: float) -> float:
+    """A split's own scale: a float file beside 8-bit training images is in [0, 1] already."""
+    return scale if x.dtype == torch.uint8 else 1.0
 
 
 def _cut(y, lo, hi):
@@ -155,8 +194,8 @@ def _cut(y, lo, hi):
 def _split_stream(cfg: DataConfig, path: Path) -> Dataset:
     probe = StreamPart(path, 0, 1, 1.0)
     n = int(np.load(path, mmap_mode="r").shape[0])
-    n_test = _count(cfg.test_size, n, "test_size")
-    n_val = _count(cfg.val_size, n - n_test, "val_size")
+    n_test = split_count(cfg.test_size, n, "test_size")
+    n_val = split_count(cfg.val_size, n - n_test, "val_size")
     scale = 255.0 if probe.dtype == np.uint8 else 1.0
     a, b = n - n_test - n_val, n - n_test
     kind = "table" if len(probe.shape) == 1 else "image"
@@ -164,4 +203,4 @@ def _split_stream(cfg: DataConfig, path: Path) -> Dataset:
                    kind=kind, likelihood="gaussian" if kind == "table" else "bernoulli")
 
 
-__all__ = ["Dataset", "NAMES", "Part", "default_data_dir", "fetch", "load_dataset"]
+__all__ = ["Dataset", "NAMES", "Part", "default_data_dir", "fetch", "load_dataset", "split_count"]

@@ -16,6 +16,7 @@ import torch
 from ..errors import VaekitError
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]  # x (B, *shape) float, y (B,) int64 or None
+EVAL_SEED = 7919  # fixes the binarization and z draws of an evaluation, so epochs compare like with like
 
 
 def bernoulli16(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -156,3 +157,18 @@ class StreamPart(Part):
                     if b >= start:
                         yield rows[i:i + batch_size], None
                     b += 1
+
+
+def materialize(part: Part, subset: int | None = None, device="cpu", seed: int = EVAL_SEED) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first ``subset`` rows of a split as one tensor, binarized once with a fixed seed when the data is."""
+    g = torch.Generator(device).manual_seed(seed)
+    xs, ys, n = [], [], 0
+    for x, y in part.batches(1000, noise=g, device=device):
+        xs.append(x)
+        ys.append(y)
+        n += len(x)
+        if subset is not None and n >= subset:
+            break
+    x = torch.cat(xs)[:subset]
+    y = torch.cat(ys)[:subset] if ys[0] is not None else None
+    return x, y

@@ -103,6 +103,32 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return x, y
 
 
+SPLITS = ("train", "valid", "test")  # the keys of a pre-split .npz, each with an optional "<key>_labels"
+
+
+def is_presplit(path: Path) -> bool:
+    """Whether a .npz holds train/valid/test arrays rather than one data set to split."""
+    with _open_npz(path) as z:
+        return "train" in z.keys()
+
+
+def read_splits(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The (x, labels) of each split of a pre-split .npz; "valid" and "test" are required beside "train"."""
+    with _open_npz(path) as z:
+        keys = set(z.keys())
+        missing = [k for k in SPLITS if k not in keys]
+        if missing:
+            raise VaekitError(f"{path}: a pre-split .npz needs arrays {', '.join(SPLITS)}; {', '.join(missing)} missing")
+        try:
+            out = [(as_rows(z[k], path), z[f"{k}_labels"] if f"{k}_labels" in keys else None) for k in SPLITS]
+        except ValueError as e:  # object arrays need pickle, which we never load
+            raise VaekitError(f"{path}: {e}") from None
+    for (x, y), k in zip(out, SPLITS):
+        if y is not None and (y.ndim != 1 or len(y) != len(x)):
+            raise VaekitError(f"{path}: {k}_labels has shape {y.shape}, expected ({len(x)},)")
+    return out
+
+
 def read_npy(path: Path, mmap: bool) -> np.ndarray:
     try:
         a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)

@@ -2,7 +2,7 @@ import torch
 
 from vaekit import Config, fit
 from vaekit.distributions import DiagonalGaussian
-from vaekit.evaluate import encoder_gradient_variance
+from vaekit.evaluation import encoder_gradient_variance
 from vaekit.data.parts import materialize
 from vaekit.objectives import ELBO, ScoreFunction, score_function_surrogate
 from vaekit.runs import prepare

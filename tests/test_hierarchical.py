@@ -4,7 +4,7 @@ import torch
 
 from vaekit import Config, build, fit
 from vaekit.config import ModelConfig
-from vaekit.evaluate import log_likelihood
+from vaekit.evaluation import log_likelihood
 from vaekit.data.parts import materialize
 from vaekit.models import HierarchicalVAE
 from vaekit.report import write_report

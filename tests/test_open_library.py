@@ -12,7 +12,6 @@ import torch.distributions as td
 from torch import nn
 
 import vaekit
-from vaekit.data.parts import materialize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -137,7 +137,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     assert run.stopped == "early_stopping" and len(run.history) < 40
     best = min(run.history, key=lambda h: h["val_loss"])
     assert run.history[-1]["val_loss"] >= best["val_loss"]
-    from vaekit.evaluate import mean_loss
+    from vaekit.evaluation import mean_loss
 
     assert mean_loss(run.model, vaekit.load_dataset(run.config.data).val)["loss"] != pytest.approx(run.history[-1]["val_loss"])
 

@@ -11,7 +11,7 @@ from .checkpoint import load, read_config
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .data import load_dataset
 from .errors import VaekitError
-from .evaluate import evaluate, log_likelihood
+from .evaluation import evaluate, log_likelihood
 from .models import VAE, Autoencoder, ConditionalVAE, DenoisingAutoencoder, HierarchicalVAE, build
 from .objectives import ELBO, IWAE, LossOutput, ScoreFunction
 from .registry import register

@@ -133,7 +133,7 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from . import checkpoint
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .report import format_evaluation
     from .runs import open_run
 

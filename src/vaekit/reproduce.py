@@ -22,7 +22,7 @@ from . import checkpoint as ckpt
 from .config import Config, preset
 from .errors import VaekitError
 from .data.parts import materialize
-from .evaluate import encoder_gradient_variance
+from .evaluation import encoder_gradient_variance
 from .plots import panels, save_figure
 
 ESTIMATORS = ("reparameterization", "score-function", "score-function-baseline")
@@ -151,7 +151,7 @@ def aevb_fig2(out: str | Path, dataset: str = "mnist", budget: int = 1_000_000, 
     run is repeated from seeds ``seed``, ``seed`` + 1, ..., and the figure and summary show the mean over seeds.
     Any other data set uses the MNIST recipe with latent sizes (2, 5, 10)."""
     from .baselines import wake_sleep_step
-    from .evaluate import mean_loss
+    from .evaluation import mean_loss
     from .models import build
     from .runs import prepare
     from .train import fit, make_optimizer

@@ -28,7 +28,7 @@ from .data import Dataset, MemoryPart
 from .data.arrays import as_dataset
 from .distributions import Bernoulli
 from .errors import VaekitError
-from .evaluate import mean_loss
+from .evaluation import mean_loss
 from .models import Autoencoder, build, use_objective
 from .objectives import Objective, kl_warmup
 from .runs import choose_device, prepare

@@ -7,10 +7,10 @@ import torch
 import vaekit
 from vaekit import VaekitError, build, evaluate, log_likelihood
 from vaekit.config import ModelConfig
-from vaekit.evaluate import naive_log_likelihood
+from vaekit.evaluation import naive_log_likelihood
 from tests.test_models import linear_gaussian, set_exact_posterior
 
-ev = importlib.import_module("vaekit.evaluate")  # the module; vaekit.evaluate is the function
+ev = importlib.import_module("vaekit.evaluation")  # the module beside the function vaekit.evaluate
 
 
 def imperfect(D=6, k=3, sigma=0.5, shift=0.3, n=200):

@@ -19,7 +19,8 @@ sys.path.insert(0, sys.argv[1])
 from throughput import one_epoch
 sets = one_epoch(sys.argv[2], None if sys.argv[3] == "-" else sys.argv[3], 128)
 with tempfile.TemporaryDirectory() as out:
-    run = vaekit.fit(vaekit.Config(out=out).override(sets + [f"train.epochs={sys.argv[4]}", f"train.flush_denormal={sys.argv[5]}"]))
+    run = vaekit.fit(vaekit.Config(out=out).override(sets + [f"train.epochs={sys.argv[4]}", f"train.flush_denormal={sys.argv[5]}"]),
+                     progress=False)
 print(json.dumps([h["samples_per_s"] for h in run.history]))
 """
 

@@ -20,7 +20,7 @@ sets = {"data.name": path, "data.stream": True, "train.epochs": 1, "train.batch_
         "train.tensorboard": False, "model.latent_dim": 20}
 with tempfile.TemporaryDirectory() as out:
     t0 = time.perf_counter()
-    run = vaekit.fit(vaekit.Config(out=out).override([f"{k}={json.dumps(v)}" for k, v in sets.items()]))
+    run = vaekit.fit(vaekit.Config(out=out).override([f"{k}={json.dumps(v)}" for k, v in sets.items()]), progress=False)
     seconds = time.perf_counter() - t0
 # VmHWM, not getrusage's ru_maxrss: that one carries the parent's high-water mark across fork and exec
 hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

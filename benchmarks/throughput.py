@@ -63,7 +63,8 @@ def one_epoch(data: str, data_dir: str | None, batch_size: int) -> list[str]:
 def vaekit_epoch(data: str, data_dir: str | None, batch_size: int, precision: str = "fp32") -> float:
     """Samples/s of one epoch of vaekit.fit, as its metrics record it (validation excluded)."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = vaekit.fit(vaekit.Config(out=tmp).override(one_epoch(data, data_dir, batch_size) + [f"train.precision={precision}"]))
+        run = vaekit.fit(vaekit.Config(out=tmp).override(one_epoch(data, data_dir, batch_size) + [f"train.precision={precision}"]),
+                         progress=False)
     return run.history[0]["samples_per_s"]
 
 

@@ -1,16 +1,18 @@
 """The baselines Auto-Encoding Variational Bayes is measured against: the wake-sleep algorithm
 (Hinton et al., 1995) and Monte-Carlo EM with a Hamiltonian Monte Carlo E-step (Duane et al.,
 1987; Neal, 2011). Both work on the same VAE networks: ``model.decoder`` is the generative model,
-``model.encoder`` (wake-sleep only) the recognition model.
+``model.encoder`` (wake-sleep only) the recognition model. ``WakeSleepStep`` and ``MCEMStep`` run
+them as steps of the one trainer (``vaekit.fit(..., step=WakeSleepStep)``).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from .errors import VaekitError
+from . import steps
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]  # z (B, k) -> log density up to a constant (B,)
 
@@ -93,6 +95,67 @@ def wake_sleep_step(model, x: torch.Tensor, wake_optimizer: torch.optim.Optimize
     sleep.backward()
     sleep_optimizer.step()
     return {"wake": wake.item(), "sleep": sleep.item()}
+
+
+class WakeSleepStep:
+    """Wake-sleep as a trainer step: the decoder's and the encoder's own optimizers (``train.optimizer`` at
+    ``train.lr``), one ``wake_sleep_step`` per minibatch. The loss it records is the wake phase's −log p(x, z)."""
+
+    def __init__(self, trainer):
+        model, tc = trainer.model, trainer.tc
+        self.model = model
+        self.wake, self.sleep = steps.make_optimizer(model.decoder.parameters(), tc), steps.make_optimizer(model.encoder.parameters(), tc)
+
+    def __call__(self, x, y, kl_weight, generator, weight):
+        wake = wake_sleep_step(self.model, x, self.wake, self.sleep, generator)["wake"]
+        return torch.tensor([wake, wake, 0.0], device=x.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both optimizers' states, for the trainer's checkpoint."""
+        return {"wake": self.wake.state_dict(), "sleep": self.sleep.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Both optimizers' states back from a checkpoint."""
+        self.wake.load_state_dict(state["wake"])
+        self.sleep.load_state_dict(state["sleep"])
+
+
+class MCEMStep:
+    """Monte-Carlo EM as a trainer step: an HMC chain state z per training point, carried from visit to visit,
+    its step size tuned towards 90 % acceptance, and ``mcem_step``'s 5 decoder updates per minibatch. The
+    training data's labels ``y`` must be the rows' indices (train on the pair (x, arange(N))). The loss it
+    records is −log p(x, z) at the chain's new z."""
+
+    def __init__(self, trainer):
+        model, tc = trainer.model, trainer.tc
+        self.model, self.opt = model, steps.make_optimizer(model.decoder.parameters(), tc)
+        self.z = torch.zeros(len(trainer.dataset.train), model.latent_dim, device=trainer.device)
+        self.step_size, self.accepted, self.steps = 0.1, 0.0, 0
+
+    @property
+    def acceptance(self) -> float:
+        """The mean acceptance rate of the E-steps so far."""
+        return self.accepted / max(1, self.steps)
+
+    def __call__(self, x, y, kl_weight, generator, weight):
+        if y is None or y.dim() != 1 or y.is_floating_point():
+            raise VaekitError("MCEMStep needs the rows' indices as the training labels: fit(model, (x, torch.arange(len(x))), ...)")
+        self.z[y], rate = mcem_step(self.model, x, self.z[y], self.opt, step_size=self.step_size, generator=generator)
+        self.step_size, self.accepted, self.steps = tuned_step_size(self.step_size, rate), self.accepted + rate, self.steps + 1
+        with torch.no_grad():
+            loss = -log_joint(self.model, x)(self.z[y]).mean()
+        return torch.stack([loss, loss, torch.zeros_like(loss)])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The decoder's optimizer, every chain's z and the E-step's tuning, for the trainer's checkpoint."""
+        return {"optimizer": self.opt.state_dict(), "z": self.z.cpu(), "step_size": self.step_size, "accepted": self.accepted,
+                "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The optimizer, the chains and the E-step's tuning back from a checkpoint."""
+        self.opt.load_state_dict(state["optimizer"])
+        self.z = state["z"].to(self.z.device)
+        self.step_size, self.accepted, self.steps = state["step_size"], state["accepted"], state["steps"]
 
 
 @torch.no_grad()

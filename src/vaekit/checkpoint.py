@@ -40,10 +40,12 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
     write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's state dict as safetensors, on the CPU, written atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     write_atomic(path, lambda tmp: save_file(tensors, tmp))
 
@@ -67,10 +69,12 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def save_trainer_state(state: dict[str, Any], path: Path) -> None:
+    """The trainer's state (tensors and numbers only) with torch.save, written atomically."""
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
+    """The trainer's state, read with ``weights_only=True`` so that no code in it runs."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError for bad files
@@ -78,6 +82,7 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def read_config(run: str | Path) -> Config:
+    """The resolved Config a run directory's config.json holds, validated as any config is."""
     run = _run_dir(run)
     try:
         d = json.loads((run / CONFIG).read_text())

@@ -4,11 +4,14 @@ a logistic regression on PCA features, at the same number of labels)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import write_atomic
 from .errors import VaekitError
 
 
@@ -19,6 +22,25 @@ def features(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         raise VaekitError("a conditional VAE's code depends on the label it is given; features need an unconditional model")
     model.eval()
     return torch.cat([model.encode(x[i:i + batch_size]).mean for i in range(0, len(x), batch_size)])
+
+
+def write_features(model, x: torch.Tensor, y: torch.Tensor | None, path: str | Path) -> tuple[int, int]:
+    """Posterior means of x into a .npy file, or a .npz with ``features`` and (when given) ``labels``; their shape."""
+    path = Path(path)
+    if path.suffix not in (".npy", ".npz"):
+        raise VaekitError(f"--out {path}: expected a .npy or .npz file name")
+    f = features(model, x).cpu().numpy()
+    arrays = {"features": f, **({"labels": y.cpu().numpy()} if y is not None else {})}
+
+    def write(tmp):  # through a file object: given a name, numpy would add its own suffix to the temporary one
+        with open(tmp, "wb") as fh:
+            if path.suffix == ".npz":
+                np.savez(fh, **arrays)
+            else:
+                np.save(fh, f)
+
+    write_atomic(path, write)
+    return f.shape
 
 
 class EncoderClassifier(nn.Module):
@@ -49,10 +71,9 @@ def labelled_subset(y: torch.Tensor, n: int, generator: torch.Generator) -> torc
     return torch.cat(picks)
 
 
-def _fit(net: EncoderClassifier, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, seed: int) -> nn.Module:
+def _fit(net: EncoderClassifier, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> nn.Module:
     """The head alone first, then everything at a tenth of the rate: fine-tuning from a fitted head
-    keeps a good encoder's features instead of tearing them up with a random head's gradients."""
-    torch.manual_seed(seed)
+    keeps a good encoder's features instead of tearing them up with a random head's gradients (full batch: no draws)."""
     net.train()
     for params, rate in ((net.head.parameters(), lr * 10), (net.parameters(), lr)):
         opt = torch.optim.Adam(params, lr=rate, weight_decay=1e-4)
@@ -88,15 +109,16 @@ def compare_classifiers(model, x_train: torch.Tensor, y_train: torch.Tensor, x_t
     for r in range(repeats):
         idx = labelled_subset(y_train, labels, torch.Generator().manual_seed(seed + r))
         xl, yl = x_train[idx], y_train[idx]
-        pretrained = EncoderClassifier(copy.deepcopy(model.encoder), width, is_vae, n_classes)
-        scratch = copy.deepcopy(pretrained)
-        torch.manual_seed(seed + r)
-        for m in scratch.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        with torch.random.fork_rng(devices=[]):  # seeded initializations that leave the caller's RNG alone
+            torch.manual_seed(seed + r)
+            pretrained = EncoderClassifier(copy.deepcopy(model.encoder), width, is_vae, n_classes)
+            scratch = copy.deepcopy(pretrained)
+            for m in scratch.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                    m.reset_parameters()
         scratch.head.load_state_dict(pretrained.head.state_dict())  # the same head start: only the encoder differs
-        scores["encoder-initialized"].append(_accuracy(_fit(pretrained, xl, yl, steps, lr, seed + r), x_test, y_test))
-        scores["from scratch"].append(_accuracy(_fit(scratch, xl, yl, steps, lr, seed + r), x_test, y_test))
+        scores["encoder-initialized"].append(_accuracy(_fit(pretrained, xl, yl, steps, lr), x_test, y_test))
+        scores["from scratch"].append(_accuracy(_fit(scratch, xl, yl, steps, lr), x_test, y_test))
         clf = LogisticRegression(max_iter=3000).fit(p_train[idx.cpu().numpy()], yl.cpu().numpy())
         scores["PCA + logistic regression"].append(float(clf.score(p_test, y_test.cpu().numpy())))
     return {"labels": labels, "repeats": repeats, "latent_dim": k,

@@ -121,13 +121,16 @@ class Config:
     out: str = "runs/vae"
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-ready values (tuples as lists)."""
         return _to_plain(dataclasses.asdict(self))
 
     def to_json(self) -> str:
+        """The config as indented JSON, as config.json holds it."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+        """A Config from plain values; unknown keys and wrong types are one-line errors naming ``source``."""
         return _build(cls, d, source)
 
     def override(self, assignments: list[str]) -> "Config":

@@ -62,6 +62,7 @@ def join(world: World, device: torch.device) -> bool:
 
 
 def leave(created: bool) -> None:
+    """Destroy the process group if ``join`` created it."""
     if created and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -81,12 +82,14 @@ def sum_over_ranks(t: torch.Tensor, world: World) -> torch.Tensor:
 
 
 def min_over_ranks(t: torch.Tensor, world: World) -> torch.Tensor:
+    """``t`` reduced to its minimum over the ranks, in place."""
     if world.size > 1:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return t
 
 
 def barrier(world: World) -> None:
+    """Wait for every rank (a no-op for one process)."""
     if world.size > 1:
         dist.barrier()
 
@@ -108,6 +111,7 @@ class LossModule(nn.Module):
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """The model's loss as a module: DistributedDataParallel around it with several processes."""
     step = LossModule(model)
     if world.size == 1:
         return step

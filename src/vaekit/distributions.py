@@ -46,6 +46,11 @@ class Likelihood:
         """The keyword arguments beyond (params, event_ndim) that a ModelConfig sets for this likelihood."""
         return {}
 
+    @classmethod
+    def config_values(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The ModelConfig values that give these keyword arguments: ``options`` inverted."""
+        return {}
+
     def entropy(self) -> torch.Tensor:
         """H[p(x|z)] summed over the event, where ``torch.distributions`` defines it."""
         return self.dist.entropy()
@@ -56,6 +61,7 @@ class Likelihood:
 
     @property
     def mean(self) -> torch.Tensor:
+        """E[x|z], shaped like one example per batch entry."""
         return self.dist.mean
 
     def log_prob_(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,9 +69,20 @@ class Likelihood:
         afterwards. For throw-away decodes, such as the K samples of importance sampling."""
         return self.log_prob(x)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw x ~ p(x|z), shaped like ``mean``."""
-        raise NotImplementedError
+    def sample(self, sample_shape: Any = (), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws x ~ p(x|z) shaped (*sample_shape, *mean.shape), as ``torch.distributions`` has it; ``sample(generator)``
+        (one draw, the contract a user's likelihood keeps) works too."""
+        if isinstance(sample_shape, torch.Generator):
+            sample_shape, generator = (), sample_shape
+        with torch.no_grad():
+            return self._draw(_shape(sample_shape), generator)
+
+    def rsample(self, sample_shape: Any = (), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterized draws, for the likelihoods that have them (the Gaussians)."""
+        raise NotImplementedError(f"{type(self).__name__} has no reparameterized sample")
+
+    def _draw(self, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not sample")
 
 
 @register("likelihood", "bernoulli")
@@ -91,10 +108,11 @@ class Bernoulli(Likelihood):
 
     @property
     def mean(self):
+        """The pixel probabilities σ(l)."""
         return torch.sigmoid(self.logits)
 
-    def sample(self, generator=None):
-        return torch.bernoulli(self.mean, generator=generator)
+    def _draw(self, shape, generator):
+        return torch.bernoulli(self.mean.expand(*shape, *self.mean.shape), generator=generator)
 
 
 _EXP_MAX = math.log(torch.finfo(torch.float32).max) - 1  # e^l + 1 is finite below this
@@ -149,8 +167,15 @@ class Gaussian(Likelihood):
     def options(cls, cfg):
         return {"sigma": cfg.sigma, "mean": cfg.gaussian_mean}
 
-    def sample(self, generator=None):
-        return self.loc + self.sigma * torch.randn(self.loc.shape, generator=generator, device=self.loc.device)
+    @classmethod
+    def config_values(cls, options):
+        return {k: options[o] for k, o in (("sigma", "sigma"), ("gaussian_mean", "mean")) if o in options}
+
+    def rsample(self, sample_shape=(), generator=None):
+        return self.loc + self.sigma * torch.randn(_shape(sample_shape) + self.loc.shape, generator=generator, device=self.loc.device)
+
+    def _draw(self, shape, generator):
+        return self.rsample(shape, generator)
 
 
 @register("likelihood", "gaussian-learned")
@@ -172,8 +197,16 @@ class GaussianLearned(Likelihood):
     def options(cls, cfg):
         return {"mean": cfg.gaussian_mean}
 
-    def sample(self, generator=None):
-        return self.loc + torch.exp(0.5 * self.log_var) * torch.randn(self.loc.shape, generator=generator, device=self.loc.device)
+    @classmethod
+    def config_values(cls, options):
+        return {"gaussian_mean": options["mean"]} if "mean" in options else {}
+
+    def rsample(self, sample_shape=(), generator=None):
+        eps = torch.randn(_shape(sample_shape) + self.loc.shape, generator=generator, device=self.loc.device)
+        return self.loc + torch.exp(0.5 * self.log_var) * eps
+
+    def _draw(self, shape, generator):
+        return self.rsample(shape, generator)
 
 
 @register("likelihood", "categorical")
@@ -189,6 +222,7 @@ class Categorical256(Likelihood):
 
     @staticmethod
     def levels(x: torch.Tensor) -> torch.Tensor:
+        """x in [0, 1] as the level index round(255·x)."""
         return (x * 255).round().long()
 
     def log_prob(self, x):
@@ -196,12 +230,15 @@ class Categorical256(Likelihood):
 
     @property
     def mean(self):
+        """The expected level over 255, in [0, 1]."""
         p = torch.softmax(self.logits, -1)
         return p @ torch.arange(256, dtype=p.dtype, device=p.device) / 255
 
-    def sample(self, generator=None):
+    def _draw(self, shape, generator):
         p = torch.softmax(self.logits, -1).reshape(-1, 256)
-        return torch.multinomial(p, 1, generator=generator).reshape(self.logits.shape[:-1]).float() / 255
+        n = math.prod(shape)
+        levels = torch.multinomial(p, n, replacement=n > 1, generator=generator)  # (pixels, n)
+        return levels.T[:n].reshape(*shape, *self.logits.shape[:-1]).float() / 255
 
 
 def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -246,6 +283,7 @@ class DiagonalGaussian(td.Distribution):
 
     @property
     def dist(self) -> td.Independent:
+        """The same distribution as a ``td.Independent(td.Normal)`` (slower, for what this class lacks)."""
         return td.Independent(td.Normal(self.mu, self.stddev, validate_args=False), 1)
 
     def rsample(self, sample_shape: int | tuple[int, ...] | torch.Size | None = torch.Size(),
@@ -266,6 +304,7 @@ class DiagonalGaussian(td.Distribution):
         return 0.5 * (self.log_var + 1 + LOG_2PI).sum(-1)
 
     def kl_per_unit(self) -> torch.Tensor:
+        """KL(q ‖ N(0, I)) per latent unit, in closed form: (*batch, k)."""
         return kl_standard_normal(self.mu, self.log_var)
 
     def kl(self) -> torch.Tensor:
@@ -279,11 +318,20 @@ class PointMass:
     def __init__(self, z: torch.Tensor):
         self.z = z
 
-    mean = property(lambda self: self.z)
-    mode = property(lambda self: self.z)
-    stddev = property(lambda self: torch.zeros_like(self.z))
+    @property
+    def mean(self) -> torch.Tensor:
+        """The code g(x)."""
+        return self.z
+
+    mode = mean
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        """Zero: the code is a point."""
+        return torch.zeros_like(self.z)
 
     def rsample(self, sample_shape=torch.Size(), generator=None):
+        """The code itself, repeated over ``sample_shape``."""
         return self.z.expand(*_shape(sample_shape), *self.z.shape)
 
     sample = rsample

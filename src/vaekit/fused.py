@@ -132,5 +132,6 @@ class FusedStep:
 
 
 def step_for(model: nn.Module) -> FusedStep | None:
+    """The hand-derived step for ``model`` where it applies, else None."""
     return FusedStep(model) if applies(model) else None
 

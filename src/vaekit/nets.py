@@ -37,6 +37,7 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
+    """x (*batch, *shape) flattened, then fully connected layers to ``out`` numbers."""
     def __init__(self, shape: tuple[int, ...], hidden: tuple[int, ...], out: int, activation: str):
         super().__init__()
         self.shape = shape
@@ -47,6 +48,7 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
+    """z (*batch, k) through the mirrored layers to (*batch, n_params, *shape)."""
     def __init__(self, shape: tuple[int, ...], hidden: tuple[int, ...], k: int, n_params: int, activation: str):
         super().__init__()
         self.shape, self.n_params = shape, n_params

@@ -12,6 +12,8 @@ module can use it.
 """
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any, Callable, TypeVar
 
 from .errors import VaekitError
@@ -64,9 +66,21 @@ def name_of(kind: str, obj: Any) -> str | None:
     return None
 
 
+def import_modules(modules: list[str]) -> None:
+    """Import the user's modules that register parts (``vaekit --import``), looked up beside the user as
+    ``python -m`` does. The only way a name of the user's gets its code: a run directory never imports."""
+    if modules and "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise VaekitError(f"--import {name}: cannot import it ({e})") from None
+
+
 def _check_kind(kind: str) -> None:
     if kind not in _REGISTRY:
         raise VaekitError(f"registry kind {kind!r}: expected one of {', '.join(KINDS)}")
 
 
-__all__ = ["KINDS", "lookup", "name_of", "names", "register"]
+__all__ = ["KINDS", "import_modules", "lookup", "name_of", "names", "register"]

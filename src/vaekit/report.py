@@ -30,6 +30,7 @@ def _device(model) -> torch.device:
 
 
 def draw_samples(model, path: Path, n: int = 64, temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """A grid of decoder means at n prior draws (temperature T: z ~ N(0, T² I))."""
     x = explore.prior_samples(model, n, _seeded(seed, _device(model)), temperature)
     save_grid(x, path, nrow=_row(n))
     return {"path": path, "n": n, "temperature": temperature}
@@ -67,9 +68,9 @@ def draw_denoise(model, x: torch.Tensor, path: Path, kind: str | None = None, le
 def draw_impute(model, x: torch.Tensor, missing: torch.Tensor, path: Path, mean_image: torch.Tensor, steps: int = 200,
                 method: str = "pseudo-gibbs", seed: int = 0, show: int = 8, y: torch.Tensor | None = None) -> dict[str, Any]:
     """Rows: the observed part (missing pixels grey), the model's completion, the truth; with the
-    error over the missing pixels against filling them with the training mean."""
+    error over the missing pixels against filling them with the training mean, where the chains start."""
     missing = missing.expand_as(x).to(x.device)
-    filled, rate = explore.impute(model, x, missing, steps, method, _seeded(seed, _device(model)), y=y)
+    filled, rate = explore.impute(model, x, missing, steps, method, _seeded(seed, _device(model)), init=mean_image.to(x.device), y=y)
     by_mean = torch.where(missing, mean_image.to(x.device).expand_as(x), x)
     shown = torch.where(missing[:show], torch.full_like(x[:show], 0.5), x[:show])
     save_grid(torch.cat([shown, filled[:show], x[:show]]), path, nrow=min(show, len(x)))
@@ -97,6 +98,7 @@ def draw_traverse(model, x: torch.Tensor, path: Path, units: list[int], span: fl
 
 
 def draw_manifold(model, path: Path, n: int = 20, units: tuple[int, int] = (0, 1), label: int | None = None) -> dict[str, Any]:
+    """The learned manifold over two latent units, labelled with the units and their axes."""
     grid = explore.manifold(model, n, units, label=label)
     save_grid(grid.flatten(0, 1), path, nrow=n, upscale=max(1, 32 // grid.shape[-2]))
     return {"path": path, "n": n, "units": list(units)}

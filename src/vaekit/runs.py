@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import Config
+from .config import Config, DataConfig, load_config
 from .data import Dataset, load_dataset
+from .data.arrays import as_dataset
+from .distributions import Bernoulli
 from .errors import VaekitError
-from .models import Autoencoder
+from .models import Autoencoder, use_objective
+from .objectives import Objective
 
 
 def resolve(config: Config, dataset: Dataset) -> Config:
@@ -62,6 +66,24 @@ def choose_device(name: str, world: distributed.World = distributed.World()) -> 
     return device
 
 
+def prepare_memory(model: Autoencoder, data: Any, val: Any, test: Any, out: str | Path | None, objective: Objective | str | None,
+                   train: dict[str, Any]) -> tuple[Config, Dataset]:
+    """``prepare`` for ``fit(model, data, ...)``: the data in memory split, the model's input shape and objective
+    set, and the run's config: the model as it describes itself, the data as data.npz of the run directory."""
+    config = Config.from_dict({"train": train}, source="fit()")
+    dataset = as_dataset(data, val, test)
+    if model.input_shape is None:
+        model.input_shape = tuple(dataset.shape)
+    if model.input_shape != tuple(dataset.shape):
+        raise VaekitError(f"fit: the data has rows of shape {tuple(dataset.shape)}, but the model takes {model.input_shape}")
+    if issubclass(model.likelihood, Bernoulli):
+        dataset.check_unit_range()
+    use_objective(model, objective)
+    name = str(Path(out).resolve() / ckpt.DATA) if out is not None else "(in memory)"
+    return replace(config, out=str(out) if out is not None else "", model=model.describe(),
+                   data=DataConfig(name=name, binarize="none")), dataset
+
+
 def open_data(config: Config, progress: bool = False) -> Dataset:
     """The data set a run's config names, binarized as the run was."""
     return prepare(config, progress)[1]
@@ -82,3 +104,16 @@ def open_run(run: str | Path, device: str | torch.device = "auto", data: str | N
     if tuple(dataset.shape) != model.input_shape:
         raise VaekitError(f"data {dataset.name!r} has rows of shape {tuple(dataset.shape)}, but the model takes {model.input_shape}")
     return model, dataset
+
+
+def train_config(config_file: str | None, assignments: list[str], out: str | None, resume: bool) -> Config:
+    """The config ``vaekit train`` runs: a resumed run's own config.json (once it has weights), else the file's
+    or the defaults, with the command line's ``section.key=value`` assignments over it."""
+    config = load_config(config_file) if config_file else Config()
+    where = Path(out or config.out)
+    if resume:
+        if not (where / ckpt.CONFIG).exists():
+            raise VaekitError(f"{where}: no run to resume ({ckpt.CONFIG} missing)")
+        if (where / ckpt.WEIGHTS).exists():
+            config = ckpt.read_config(where)
+    return config.override(assignments)

@@ -23,11 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .errors import VaekitError
 from .data.parts import materialize
+from .data.readers import ImageTooLarge, read_image_tensor
 
 LOOPBACK = ("127.0.0.1", "localhost")
 MAX_BODY = 2 * 1024 * 1024  # bytes: a request larger than any image upload we accept
@@ -69,6 +69,7 @@ class Explorer:
             self.points = mu.cpu().tolist() if self.k == 2 else None
 
     def info(self) -> dict[str, Any]:
+        """What the page needs first: latent size, image shape, units by activity, the 2-D scatter."""
         return {"latent_dim": self.k, "shape": list(self.shape), "units_by_activity": self.units,
                 "test_images": 0 if self.x is None else len(self.x),
                 "points": self.points, "labels": None if self.y is None or self.points is None else self.y.tolist(),
@@ -79,12 +80,14 @@ class Explorer:
 
     @torch.no_grad()
     def decode(self, z: list) -> dict[str, Any]:
+        """The decoder's mean at a latent vector z, as a PNG and as numbers."""
         t = self._vector(z, "z", self.k)
         with self.lock:
             return self._out(self.model.decode(t[None]).mean[0])
 
     @torch.no_grad()
     def encode(self, body: dict) -> dict[str, Any]:
+        """A test image, an uploaded one or raw numbers encoded: posterior mean and σ, and the reconstruction."""
         if "index" in body:
             i = body["index"]
             n = 0 if self.x is None else len(self.x)
@@ -104,6 +107,7 @@ class Explorer:
 
     @torch.no_grad()
     def sample(self, body: dict) -> dict[str, Any]:
+        """A prior draw at a temperature and seed, decoded."""
         t = body.get("temperature", 1.0)
         seed = body.get("seed")
         if not _finite_number(t) or not 0 <= t <= 10:
@@ -119,25 +123,18 @@ class Explorer:
             raise BadRequest(f'"{name}": expected a list of {n} finite numbers')
         if len(v) != n:
             raise BadRequest(f'"{name}": expected {n} numbers, got {len(v)}')
-        return torch.tensor(v, dtype=torch.float32, device=next(self.model.parameters()).device)
+        return torch.tensor(v, dtype=torch.float32, device=self.model.device)
 
     def _image(self, uri) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
         if not isinstance(uri, str) or not uri.startswith("data:image/") or ";base64," not in uri:
             raise BadRequest('"image": expected a data URI such as data:image/png;base64,...', HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
         try:
             raw = base64.b64decode(uri.split(",", 1)[1], validate=True)
-            with Image.open(io.BytesIO(raw)) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise BadRequest(f"image of {im.width}×{im.height} pixels is too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-                c, h, w = self.shape
-                im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
-                a = np.asarray(im, dtype=np.float32) / 255
-        except (binascii.Error, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise BadRequest(f'"image": not a readable image ({type(e).__name__})', HTTPStatus.UNSUPPORTED_MEDIA_TYPE) from None
-        x = torch.from_numpy(a).reshape(h, w, c).permute(2, 0, 1) if c > 1 else torch.from_numpy(a)[None]
-        return x.to(next(self.model.parameters()).device)
+            return read_image_tensor(io.BytesIO(raw), self.shape, MAX_PIXELS).to(self.model.device)
+        except ImageTooLarge as e:
+            raise BadRequest(str(e).replace("image: ", ""), HTTPStatus.REQUEST_ENTITY_TOO_LARGE) from None
+        except (binascii.Error, VaekitError):
+            raise BadRequest('"image": not a readable image', HTTPStatus.UNSUPPORTED_MEDIA_TYPE) from None
 
 
 def _finite_number(v) -> bool:
@@ -157,10 +154,12 @@ def png_data_uri(x: torch.Tensor, upscale: int | None = None) -> str:
 
 
 def static_dir() -> Path:
+    """The folder of the explorer page's own files, inside the package."""
     return Path(str(resources.files("vaekit") / "static"))
 
 
 def make_handler(explorer: Explorer, static: Path):
+    """The HTTP request handler class that answers from ``explorer``."""
     root = static.resolve()
     posts = {"/api/decode": lambda b: explorer.decode(b.get("z")), "/api/encode": explorer.encode, "/api/sample": explorer.sample}
 

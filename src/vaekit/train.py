@@ -5,6 +5,12 @@ the seed, each epoch's order from (seed, epoch), and every other draw
 (binarization, ε, corruption) from one generator whose state is checkpointed, so
 an interrupted and resumed run ends bit-identical to an uninterrupted one on CPU.
 
+What a variant changes is a step or a hook, never a second loop: ``step`` builds the update done per
+minibatch (by default ``steps.GradientStep``: the model's objective through autograd or the
+hand-derived step; wake-sleep is another), and ``hooks`` are called as ``hook(trainer)`` at
+``on_step``, ``on_epoch_end`` and ``on_checkpoint``, with the model, the state and the last
+epoch's record on the trainer.
+
 Started by torchrun, the same loop trains with DistributedDataParallel (see
 ``vaekit.distributed``): every rank keeps its share of each global batch, and only
 rank 0 writes. Each rank then draws its noise from (seed, rank, step), so a run
@@ -15,28 +21,29 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed, fused
-from .config import Config, DataConfig
+from . import distributed
+from .config import Config
 from .data import Dataset, MemoryPart
-from .data.arrays import as_dataset
-from .distributions import Bernoulli
 from .errors import VaekitError
 from .evaluation import mean_loss
-from .models import Autoencoder, build, use_objective
+from .models import Autoencoder, build
 from .objectives import Objective, kl_warmup
-from .runs import choose_device, prepare
+from .runs import choose_device, prepare, prepare_memory
+from .steps import GradientStep, Step
 
 # Keys of a run's config that may change when it is resumed; anything else would make it another run.
 RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
              "precision", "compile", "fused", "flush_denormal"}
 CHECK_EVERY = 100  # steps between checks that the loss is finite (a check syncs with the device)
+EVENTS = ("on_step", "on_epoch_end", "on_checkpoint")
+Hook = Callable[["Trainer"], None]
 
 
 @dataclass
@@ -52,14 +59,33 @@ class Run:
     data: Dataset | None = None  # the data it was trained on, split
 
 
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
-    # fused: one kernel over all parameters; on 2 CPU cores Adam's step is 4× faster than the foreach default
-    kinds = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
-    return kinds[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+@dataclass
+class TrainState:
+    """Where the loop is; saved in trainer.pt (tensors and numbers only, read back with ``weights_only=True``)."""
+
+    step: int = 0  # optimizer steps in all
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch
+    partial: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4))  # the current epoch's per-step sums, over ranks
+    seconds: float = 0.0  # training time in the current epoch so far
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
+    best: float = math.inf  # the best validation loss
+    bad_epochs: int = 0  # epochs since it improved
+    stopped: str | None = None  # "max_steps" or "early_stopping" once it stops
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: Path) -> "TrainState":
+        """The state from trainer.pt's dict, refusing one that lacks a field."""
+        names = {f.name for f in fields(cls)}
+        missing = sorted(names - set(d))
+        if missing:
+            raise VaekitError(f"{source}: the trainer state has no {missing[0]!r}; it is damaged or of another version")
+        return cls(**{k: d[k] for k in names})
 
 
 def fit(model: Autoencoder | Config, data: Any = None, *, val: Any = None, test: Any = None, out: str | Path | None = None,
-        objective: Objective | str | None = None, progress: bool = True, resume: bool = False, **train: Any) -> Run:
+        objective: Objective | str | None = None, progress: bool = True, resume: bool = False,
+        step: Callable[["Trainer"], Step] | None = None, hooks: Mapping[str, Hook] | None = None, **train: Any) -> Run:
     """Train a model; returns a Run with the trained model and its per-epoch history.
 
     ``fit(config)`` builds the model a Config describes, on the data it names, and writes the run directory at
@@ -72,35 +98,25 @@ def fit(model: Autoencoder | Config, data: Any = None, *, val: Any = None, test:
     the data as data.npz, so every command works on it; without, nothing is written.
 
     With ``resume``, continue the run found at ``out`` from its last checkpoint; only the keys in RESUMABLE may
-    differ from the stored config.
+    differ from the stored config. ``step`` builds the per-minibatch update (default ``steps.GradientStep``) and
+    ``hooks`` maps "on_step", "on_epoch_end" and "on_checkpoint" to functions called with the Trainer.
     """
     if isinstance(model, Config):
         if data is not None or val is not None or test is not None or objective is not None or out is not None or train:
             raise VaekitError("fit(config) takes the data, out and training settings from the Config; "
                               "fit(model, data, ...) is the form that takes them as arguments")
-        return _start(model, resume, progress)
+        return _start(model, resume, progress, step=step, hooks=hooks)
     if not isinstance(model, Autoencoder):
         raise VaekitError(f"fit: got a {type(model).__name__}; expected a vaekit model (such as vaekit.VAE(encoder, decoder, ...)) "
                           "or a vaekit.Config")
     if data is None:
         raise VaekitError("fit(model, data): no training data given")
-    config = Config.from_dict({"train": train}, source="fit()")
-    dataset = as_dataset(data, val, test)
-    if model.input_shape is None:
-        model.input_shape = tuple(dataset.shape)
-    if model.input_shape != tuple(dataset.shape):
-        raise VaekitError(f"fit: the data has rows of shape {tuple(dataset.shape)}, but the model takes {model.input_shape}")
-    if issubclass(model.likelihood, Bernoulli):
-        dataset.check_unit_range()
-    use_objective(model, objective)
-    where = Path(out).resolve() if out is not None else None
-    name = str(where / ckpt.DATA) if where is not None else "(in memory)"
-    config = replace(config, out=str(out) if out is not None else "", model=model.describe(),
-                     data=DataConfig(name=name, binarize="none"))
-    return _start(config, resume, progress, model, dataset)
+    config, dataset = prepare_memory(model, data, val, test, out, objective, train)
+    return _start(config, resume, progress, model, dataset, step, hooks)
 
 
-def _start(config: Config, resume: bool, progress: bool, model: Autoencoder | None = None, dataset: Dataset | None = None) -> Run:
+def _start(config: Config, resume: bool, progress: bool, model: Autoencoder | None = None, dataset: Dataset | None = None,
+           step: Callable[["Trainer"], Step] | None = None, hooks: Mapping[str, Hook] | None = None) -> Run:
     """The process-wide set-up a run needs (device, threads, denormals, the process group), then the run."""
     world = distributed.world_from_env()
     tc = config.train
@@ -115,14 +131,14 @@ def _start(config: Config, resume: bool, progress: bool, model: Autoencoder | No
         torch.set_num_threads(tc.threads)
     created = distributed.join(world, device)
     try:
-        return _fit(config, resume, progress and world.main, world, device, model, dataset)
+        return _fit(config, resume, progress and world.main, world, device, model, dataset, step, hooks)
     finally:
         distributed.leave(created)
 
 
 def _fit(config: Config, resume: bool, progress: bool, world: distributed.World, device: torch.device,
-         model: Autoencoder | None, dataset: Dataset | None) -> Run:
-    tc = config.train
+         model: Autoencoder | None, dataset: Dataset | None, step: Callable[["Trainer"], Step] | None = None,
+         hooks: Mapping[str, Hook] | None = None) -> Run:
     if dataset is None:
         if not world.main:
             distributed.barrier(world)  # rank 0 fetches the data first, so that one process downloads
@@ -131,161 +147,195 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
             distributed.barrier(world)
     if model is None:
         with torch.random.fork_rng(devices=[]):  # the seed fixes initialization without touching the caller's RNG
-            torch.manual_seed(tc.seed)
+            torch.manual_seed(config.train.seed)
             model = build(config.model)
-    out = Path(config.out) if config.out else None
-    state_path = out / ckpt.TRAINER if out is not None else None
-    if resume and out is None:
-        raise VaekitError("fit(..., resume=True) needs the run directory to resume: give out=")
-    model.config = config
-    model.to(device)
-    opt = make_optimizer(model.parameters(), tc)
-    noise = torch.Generator(device).manual_seed(tc.seed if world.size == 1 else _rank_seed(tc.seed, world.rank, 0))
-    s = _fresh_state()
-    if state_path is not None and state_path.exists():
-        if not resume:
-            raise VaekitError(f"{out}: already holds a run; resume it with --resume (fit(..., resume=True)) or choose another --out")
-        _check_resumable(ckpt.read_config(out) if (out / ckpt.WEIGHTS).exists() else None, config, out)
-        ckpt.load_weights(model, out / ckpt.WEIGHTS)
-        s = ckpt.load_trainer_state(state_path)
-        opt.load_state_dict(s.pop("optimizer"))
-        noise_state, saved_world = s.pop("noise"), s.pop("world_size", 1)
-        if world.size == 1 and saved_world == 1:
-            noise.set_state(noise_state)
-        else:  # rank 0's stream alone was saved: every rank starts a fresh one of its own
-            noise.manual_seed(_rank_seed(tc.seed, world.rank, s["step"]))
-        if s["stopped"] == "max_steps":
-            s["stopped"] = None
-    if world.main and out is not None:
-        ckpt.write_text(out / ckpt.CONFIG, config.to_json())
-        if config.data.name == str(out.resolve() / ckpt.DATA) and not (out / ckpt.DATA).exists():
-            ckpt.save_splits(dataset, out / ckpt.DATA)
-    train = _on_device(dataset.train, device)
-    writer = _tensorboard(out) if tc.tensorboard and world.main and out is not None else None
-    run = Run(out, config, model, s["history"], data=dataset)
-    step_loss = distributed.wrap(model, world, device)
-    if tc.compile:  # in place, so the state dict keeps its keys
-        for net in _networks(model):
-            net.compile()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
-    # DDP's gradient hooks, autocast and compiled graphs all live in autograd: those runs take the autograd step
-    by_hand = tc.fused and world.size == 1 and tc.precision == "fp32" and not tc.compile
-    fast = fused.step_for(model) if by_hand else None
-    rows = None if world.size == 1 else (lambda n: distributed.shard(n, world))
+    return Trainer(config, model, dataset, world, device, resume, progress, step, hooks).run()
 
-    def save(buf: torch.Tensor):
+
+class Trainer:
+    """One run of the minibatch loop over ``dataset.train``: steps, the per-epoch record and validation,
+    checkpoints, early stopping, and the test loss at the end."""
+
+    def __init__(self, config: Config, model: Autoencoder, dataset: Dataset, world: distributed.World, device: torch.device,
+                 resume: bool = False, progress: bool = False, step: Callable[["Trainer"], Step] | None = None,
+                 hooks: Mapping[str, Hook] | None = None):
+        unknown = sorted(set(hooks or {}) - set(EVENTS))
+        if unknown:
+            raise VaekitError(f"hook {unknown[0]!r}: expected one of {', '.join(EVENTS)}")
+        self.config, self.model, self.dataset, self.world, self.device = config, model, dataset, world, device
+        self.tc, self.hooks, self.progress = config.train, dict(hooks or {}), progress
+        self.out = Path(config.out) if config.out else None
+        self.state = TrainState()
+        self.record: dict[str, Any] | None = None  # the last epoch's
+        tc = self.tc
+        self.noise = torch.Generator(device).manual_seed(tc.seed if world.size == 1 else _rank_seed(tc.seed, world.rank, 0))
+        model.config = config
+        model.to(device)
+        if self._has_run() and not resume:
+            raise VaekitError(f"{self.out}: already holds a run; resume it with --resume (fit(..., resume=True)) or choose another --out")
+        saved = self._resume_state() if resume else None
+        self.step = (step or GradientStep)(self)
+        if saved is not None:
+            self.step.load_state_dict(saved)
+        if world.main and self.out is not None:
+            ckpt.write_text(self.out / ckpt.CONFIG, config.to_json())
+            if config.data.name == str(self.out.resolve() / ckpt.DATA) and not (self.out / ckpt.DATA).exists():
+                ckpt.save_splits(dataset, self.out / ckpt.DATA)
+        self.train = _on_device(dataset.train, device)
+        self.rows = None if world.size == 1 else (lambda n: distributed.shard(n, world))
+        self.writer = _tensorboard(self.out) if tc.tensorboard and world.main and self.out is not None else None
+
+    def _has_run(self) -> bool:
+        return self.out is not None and (self.out / ckpt.TRAINER).exists()
+
+    def _resume_state(self) -> dict[str, Any]:
+        """Weights, loop state and noise from the run directory; returns the step's saved state (the optimizer's)."""
+        out, tc, world = self.out, self.tc, self.world
+        if out is None:
+            raise VaekitError("fit(..., resume=True) needs the run directory to resume: give out=")
+        if not self._has_run():
+            raise VaekitError(f"{out}: no checkpoint to resume ({ckpt.TRAINER} missing)")
+        stored = ckpt.read_config(out) if (out / ckpt.WEIGHTS).exists() else None
+        _check_resumable(stored, self.config, out)
+        ckpt.load_weights(self.model, out / ckpt.WEIGHTS)
+        saved = ckpt.load_trainer_state(out / ckpt.TRAINER)
+        step_state, noise_state, saved_world = saved.pop("optimizer"), saved.pop("noise"), saved.pop("world_size", 1)
+        self.state = TrainState.from_dict(saved, out / ckpt.TRAINER)
+        if world.size == 1 and saved_world == 1:
+            self.noise.set_state(noise_state)
+        else:  # rank 0's stream alone was saved: every rank starts a fresh one of its own
+            self.noise.manual_seed(_rank_seed(tc.seed, world.rank, self.state.step))
+        if self.state.stopped == "max_steps":
+            self.state.stopped = None
+        return step_state
+
+    def _trigger(self, event: str) -> None:
+        if event in self.hooks:
+            self.hooks[event](self)
+
+    def save(self, buf: torch.Tensor) -> None:
+        """A checkpoint: weights, the loop's state with the step's and the noise's, the metrics so far."""
+        s, out, world = self.state, self.out, self.world
         if out is None:
             return
-        if s["batch"]:  # mid-epoch: the epoch's sums so far, over all ranks
-            s["partial"] = distributed.sum_over_ranks(buf[: s["batch"]].clone(), world).cpu()
+        if s.batch:  # mid-epoch: the epoch's sums so far, over all ranks
+            s.partial = distributed.sum_over_ranks(buf[: s.batch].clone(), world).cpu()
         if world.main:
-            ckpt.save_weights(model, out / ckpt.WEIGHTS)
-            ckpt.save_trainer_state({**s, "optimizer": opt.state_dict(), "noise": noise.get_state(), "world_size": world.size},
-                                    state_path)
-            ckpt.write_text(out / ckpt.METRICS, "".join(json.dumps(h) + "\n" for h in s["history"]))
+            ckpt.save_weights(self.model, out / ckpt.WEIGHTS)
+            ckpt.save_trainer_state({**asdict(s), "optimizer": self.step.state_dict(), "noise": self.noise.get_state(),
+                                     "world_size": world.size}, out / ckpt.TRAINER)
+            ckpt.write_text(out / ckpt.METRICS, "".join(json.dumps(h) + "\n" for h in s.history))
+        self._trigger("on_checkpoint")
 
-    steps_per_epoch = train.n_batches(tc.batch_size)
-    if tc.max_steps is not None and s["step"] >= tc.max_steps:
-        s["stopped"] = "max_steps"
-    model.train()
-    while s["epoch"] < tc.epochs and s["stopped"] is None:
-        epoch = s["epoch"]
-        # per step: loss, recon and kl summed over this rank's rows, and the number of rows
-        buf = torch.zeros(steps_per_epoch, 4, device=device)
+    def run(self) -> Run:
+        """Train until the epochs, max_steps or early stopping end it; the Run with the test loss."""
+        s, tc = self.state, self.tc
+        if s.stopped is None and tc.max_steps is not None and s.step >= tc.max_steps:
+            s.stopped = "max_steps"
+        run = Run(self.out, self.config, self.model, s.history, data=self.dataset)
+        self.model.train()
+        while s.epoch < tc.epochs and s.stopped is None:
+            buf, t0 = self._epoch()
+            if s.stopped == "max_steps":
+                break
+            self._end_epoch(buf, t0)
+        if self.writer is not None:
+            self.writer.close()
+        run.stopped = s.stopped or "completed"
+        if run.stopped != "max_steps":
+            run.test = self._finish()
+        return run
+
+    def _epoch(self) -> tuple[torch.Tensor, float]:
+        """The rest of the current epoch's steps (all of them unless resumed mid-epoch): per step, the loss,
+        reconstruction and KL summed over this rank's rows, and the number of rows."""
+        s, tc, world = self.state, self.tc, self.world
+        n_steps = self.train.n_batches(tc.batch_size)
+        buf = torch.zeros(n_steps, 4, device=self.device)
         if world.main:  # the saved partial sums are over all ranks
-            buf[: s["batch"]] = s["partial"].to(device)
-        order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
-        bar = _bar(progress, steps_per_epoch, s["batch"], f"epoch {epoch + 1}/{tc.epochs}")
-        t0 = time.perf_counter() - s["seconds"]
-        for x, y in train.batches(tc.batch_size, order, start=s["batch"], noise=noise, device=device, rows=rows):
-            n_global = min(tc.batch_size, len(train) - s["batch"] * tc.batch_size)
+            buf[: s.batch] = s.partial.to(self.device)
+        order = torch.Generator().manual_seed(tc.seed * 1_000_003 + s.epoch)
+        bar = _bar(self.progress, n_steps, s.batch, f"epoch {s.epoch + 1}/{tc.epochs}")
+        t0 = time.perf_counter() - s.seconds
+        for x, y in self.train.batches(tc.batch_size, order, start=s.batch, noise=self.noise, device=self.device, rows=self.rows):
+            n_global = min(tc.batch_size, len(self.train) - s.batch * tc.batch_size)
             n = len(x)
             if n == 0:  # a short last batch left this rank nothing: a zero-weight row keeps the collectives in step
                 x, y = x.new_zeros((1, *x.shape[1:])), None if y is None else y.new_zeros((1, *y.shape[1:]))
-            kl_weight, weight = kl_warmup(s["step"], tc.kl_warmup_steps), world.size * n / n_global
-            if fast is not None:
-                terms = fast(x, kl_weight, noise, weight)
-            else:
-                with autocast:
-                    loss, terms = step_loss(x, y, kl_weight, noise, weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            buf[s["batch"], :3] = terms * n
-            buf[s["batch"], 3] = n
-            s["batch"] += 1
-            s["step"] += 1
+            terms = self.step(x, y, kl_warmup(s.step, tc.kl_warmup_steps), self.noise, world.size * n / n_global)
+            buf[s.batch, :3] = terms * n
+            buf[s.batch, 3] = n
+            s.batch += 1
+            s.step += 1
             if bar is not None:
                 bar.update()
-            at_ckpt = bool(tc.checkpoint_steps) and s["step"] % tc.checkpoint_steps == 0
-            at_max = tc.max_steps is not None and s["step"] >= tc.max_steps
-            if at_ckpt or at_max or s["batch"] % CHECK_EVERY == 0:
-                _check_finite(buf, s, out, world)
+            at_ckpt = bool(tc.checkpoint_steps) and s.step % tc.checkpoint_steps == 0
+            at_max = tc.max_steps is not None and s.step >= tc.max_steps
+            if at_ckpt or at_max or s.batch % CHECK_EVERY == 0:
+                _check_finite(buf, s, self.out, world)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{(buf[s['batch'] - 1, 0] / buf[s['batch'] - 1, 3]).item():.2f}")
+                    bar.set_postfix(loss=f"{(buf[s.batch - 1, 0] / buf[s.batch - 1, 3]).item():.2f}")
+            self._trigger("on_step")
             if at_ckpt or at_max:
-                s["seconds"] = time.perf_counter() - t0
+                s.seconds = time.perf_counter() - t0
                 if at_max:
-                    s["stopped"] = "max_steps"
-                save(buf)
+                    s.stopped = "max_steps"
+                self.save(buf)
                 if at_max:
                     break
         if bar is not None:
             bar.close()
-        if s["stopped"] == "max_steps":
-            break
-        _check_finite(buf, s, out, world)
+        return buf, t0
+
+    def _end_epoch(self, buf: torch.Tensor, t0: float) -> None:
+        """The epoch's record (train and validation terms), early stopping, and the epoch's checkpoint."""
+        s, tc, world = self.state, self.tc, self.world
+        _check_finite(buf, s, self.out, world)
         seconds = time.perf_counter() - t0
         totals = distributed.sum_over_ranks(buf.sum(0), world)
         tr = (totals[:3] / totals[3]).tolist()
-        val = mean_loss(model, dataset.val, device=device)  # every rank the same: it decides early stopping
-        model.train()
-        record = {"epoch": epoch + 1, "step": s["step"],
-                  "train_loss": tr[0], "train_recon": tr[1], "train_kl": tr[2],
-                  "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
-                  "kl_weight": kl_warmup(s["step"], tc.kl_warmup_steps),
-                  "seconds": seconds, "samples_per_s": len(train) / seconds}
-        s["history"].append(record)
-        if writer is not None:
-            for k, v in record.items():
+        val = mean_loss(self.model, self.dataset.val, device=self.device)  # every rank the same: it decides early stopping
+        self.model.train()
+        self.record = {"epoch": s.epoch + 1, "step": s.step,
+                       "train_loss": tr[0], "train_recon": tr[1], "train_kl": tr[2],
+                       "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
+                       "kl_weight": kl_warmup(s.step, tc.kl_warmup_steps),
+                       "seconds": seconds, "samples_per_s": len(self.train) / seconds}
+        s.history.append(self.record)
+        if self.writer is not None:
+            for k, v in self.record.items():
                 if k not in ("epoch", "step"):
-                    writer.add_scalar(k, v, epoch + 1)
-        s.update(epoch=epoch + 1, batch=0, partial=torch.zeros(0, 4), seconds=0.0)
-        if val["loss"] < s["best"]:
-            s["best"], s["bad_epochs"] = val["loss"], 0
-            if tc.early_stopping and world.main and out is not None:
-                ckpt.save_weights(model, out / ckpt.BEST)
+                    self.writer.add_scalar(k, v, s.epoch + 1)
+        s.epoch, s.batch, s.partial, s.seconds = s.epoch + 1, 0, torch.zeros(0, 4), 0.0
+        if val["loss"] < s.best:
+            s.best, s.bad_epochs = val["loss"], 0
+            if tc.early_stopping and world.main and self.out is not None:
+                ckpt.save_weights(self.model, self.out / ckpt.BEST)
         else:
-            s["bad_epochs"] += 1
-            if tc.early_stopping and s["bad_epochs"] >= tc.early_stopping:
-                s["stopped"] = "early_stopping"
-        if s["epoch"] % tc.checkpoint_every == 0 or s["epoch"] == tc.epochs or s["stopped"]:
-            save(buf)
-    if writer is not None:
-        writer.close()
-    run.stopped = s["stopped"] or "completed"
-    if run.stopped == "max_steps":
-        return run
-    distributed.barrier(world)  # rank 0's files are complete before any rank reads them
-    if out is not None and tc.early_stopping and (out / ckpt.BEST).exists():
-        ckpt.load_weights(model, out / ckpt.BEST)
-        if world.main:
-            ckpt.save_weights(model, out / ckpt.WEIGHTS)
-    model.eval()
-    if not world.main:
-        return run
-    run.test = mean_loss(model, dataset.test, device=device)
-    if out is not None:
-        ckpt.write_text(out / "summary.json", json.dumps({"stopped": run.stopped, "epochs": s["epoch"], "steps": s["step"],
-                                                          **{f"test_{k}": v for k, v in run.test.items()}}, indent=2) + "\n")
-    return run
+            s.bad_epochs += 1
+            if tc.early_stopping and s.bad_epochs >= tc.early_stopping:
+                s.stopped = "early_stopping"
+        self._trigger("on_epoch_end")
+        if s.epoch % tc.checkpoint_every == 0 or s.epoch == tc.epochs or s.stopped:
+            self.save(buf)
 
-
-def _fresh_state() -> dict[str, Any]:
-    return {"step": 0, "epoch": 0, "batch": 0, "partial": torch.zeros(0, 4), "seconds": 0.0,
-            "history": [], "best": math.inf, "bad_epochs": 0, "stopped": None}
+    def _finish(self) -> dict[str, float] | None:
+        """The best weights back under early stopping, and the test loss in summary.json (rank 0)."""
+        out, world, tc = self.out, self.world, self.tc
+        distributed.barrier(world)  # rank 0's files are complete before any rank reads them
+        if out is not None and tc.early_stopping and (out / ckpt.BEST).exists():
+            ckpt.load_weights(self.model, out / ckpt.BEST)
+            if world.main:
+                ckpt.save_weights(self.model, out / ckpt.WEIGHTS)
+        self.model.eval()
+        if not world.main:
+            return None
+        test = mean_loss(self.model, self.dataset.test, device=self.device)
+        if out is not None:
+            ckpt.write_text(out / "summary.json", json.dumps({"stopped": self.state.stopped or "completed", "epochs": self.state.epoch,
+                                                              "steps": self.state.step, **{f"test_{k}": v for k, v in test.items()}},
+                                                             indent=2) + "\n")
+        return test
 
 
 def _check_resumable(stored: Config | None, config: Config, out: Path) -> None:
@@ -308,31 +358,23 @@ def _on_device(part, device: torch.device):
     return part.to(device) if size <= free // 2 else part
 
 
-def _networks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The encoder and decoder networks (and a hierarchical VAE's layer networks): what compiling pays for."""
-    nets = []
-    for m in model.children():
-        nets.extend(m if isinstance(m, torch.nn.ModuleList) else [m])
-    return nets
-
-
 def _rank_seed(seed: int, rank: int, step: int) -> int:
     return hash((seed, rank, step)) % 2**63  # ints hash the same in every process
 
 
-def _check_finite(buf: torch.Tensor, s: dict, out: Path, world: distributed.World) -> None:
+def _check_finite(buf: torch.Tensor, s: "TrainState", out: Path | None, world: distributed.World) -> None:
     """Stop at the first step whose loss is not finite on any rank, every rank alike."""
-    done = buf[: s["batch"], 0]
+    done = buf[: s.batch, 0]
     bad = (~torch.isfinite(done)).nonzero()
     first = torch.tensor([int(bad[0]) if len(bad) else len(done)], device=buf.device)
     i = int(distributed.min_over_ranks(first, world))
     if i < len(done):
-        step = s["step"] - s["batch"] + i + 1
+        step = s.step - s.batch + i + 1
         value = (done[i] / buf[i, 3]).item()
         what = "non-finite on another process" if math.isfinite(value) else value
-        raise VaekitError(f"loss became {what} at step {step} (epoch {s['epoch'] + 1}); "
-                          f"training stopped and the last good checkpoint in {out} is kept; try a lower train.lr "
-                          "or set train.grad_clip")
+        kept = f"the last good checkpoint in {out} is kept" if out is not None else "nothing was written"
+        raise VaekitError(f"loss became {what} at step {step} (epoch {s.epoch + 1}); training stopped and {kept}; "
+                          "try a lower train.lr or set train.grad_clip")
 
 
 def _bar(progress: bool, total: int, initial: int, desc: str):

@@ -29,14 +29,14 @@ def test_images(model, dataset: Dataset, n: int, seed: int = 0) -> tuple[torch.T
     return materialize(dataset.test, n, model.device, seed)
 
 
-def parse_units(text: str | None, flag: str = "--units") -> list[int] | None:
+def parse_units(text: str | None, flag: str = "--units", what: str = "unit numbers") -> list[int] | None:
     """"0,3,5" as [0, 3, 5]; None stays None."""
     if text is None:
         return None
     try:
         return [int(u) for u in text.split(",")]
     except ValueError:
-        raise VaekitError(f"{flag} {text!r}: expected comma-separated numbers such as 0,1") from None
+        raise VaekitError(f"{flag} {text!r}: expected comma-separated {what} such as 0,1") from None
 
 
 def _own(model, y):

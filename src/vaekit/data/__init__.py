@@ -30,10 +30,12 @@ class Dataset:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of one example: (C, H, W) for images, (D,) for tables."""
         return self.train.shape
 
     @property
     def parts(self) -> tuple[Part, Part, Part]:
+        """The train, validation and test parts, in that order."""
         return self.train, self.val, self.test
 
     def binarize(self, mode: str) -> None:
@@ -64,6 +66,7 @@ class Dataset:
 
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
+    """The data set a DataConfig names, split into train / validation / test parts."""
     name = cfg.name
     if cfg.stream and not name.endswith(".npy"):
         raise VaekitError(f"data.stream: streaming reads a .npy file, not {name!r}")

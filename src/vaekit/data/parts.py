@@ -62,10 +62,12 @@ class Part:
             yield x, (y.to(device) if y is not None else None)
 
     def n_batches(self, batch_size: int) -> int:
+        """How many minibatches of ``batch_size`` one pass takes (the last may be short)."""
         return -(-len(self) // batch_size)
 
 
 class MemoryPart(Part):
+    """Rows held in memory as one tensor (uint8 images scaled per batch)."""
     def __init__(self, x: torch.Tensor, y: torch.Tensor | None, scale: float):
         if len(x) == 0:
             raise VaekitError("empty data set: no rows to train or evaluate on")
@@ -76,6 +78,7 @@ class MemoryPart(Part):
         return len(self.x)
 
     def to(self, device: torch.device | str) -> "MemoryPart":
+        """The same rows on ``device`` (batches are then cut there)."""
         part = MemoryPart(self.x.to(device), self.y.to(device) if self.y is not None else None, self.scale)
         part.dynamic_binarize = self.dynamic_binarize
         return part

@@ -11,8 +11,10 @@ import math
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import VaekitError
 
@@ -130,6 +132,7 @@ def read_splits(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
 
 
 def read_npy(path: Path, mmap: bool) -> np.ndarray:
+    """A .npy file as rows, loaded or memory-mapped; never unpickles."""
     try:
         a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -137,20 +140,49 @@ def read_npy(path: Path, mmap: bool) -> np.ndarray:
     return as_rows(a, path)
 
 
-def read_image(path: Path, size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
-    """One image file as uint8 (H, W) for grey or (H, W, 3) for colour; ``size`` (H, W) and ``channels``
-    (1 or 3) convert it to what a model takes."""
+class ImageTooLarge(VaekitError):
+    """An image with more pixels than the reader was allowed to decode."""
+
+
+def read_image(path: Any, size: tuple[int, int] | None = None, channels: int | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
+    """One image file (a path or a binary file object) as uint8 (H, W) for grey or (H, W, 3) for colour;
+    ``size`` (H, W) and ``channels`` (1 or 3) convert it to what a model takes."""
     from PIL import Image, UnidentifiedImageError
 
+    name = getattr(path, "name", None) or "image"
     try:
         with Image.open(path) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise ImageTooLarge(f"{name}: an image of {im.width}×{im.height} pixels is too large")
             grey = im.mode in ("1", "L", "I", "I;16", "F") if channels is None else channels == 1
             im = im.convert("L" if grey else "RGB")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError) as e:
-        raise VaekitError(f"{path}: not a readable image ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise VaekitError(f"{name}: not a readable image ({type(e).__name__})") from None
+
+
+def read_image_tensor(path: Any, shape: tuple[int, ...], max_pixels: int | None = None) -> torch.Tensor:
+    """An image file as a model's input: float (C, H, W) in [0, 1], resized and converted to ``shape``."""
+    c, h, w = shape
+    a = read_image(path, (h, w), c, max_pixels).astype(np.float32) / 255
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous() if c > 1 else torch.from_numpy(a)[None]
+
+
+def read_mask(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """A mask file (.npy, or an image; nonzero = missing) as a bool tensor of ``shape`` (or its H × W, broadcast)."""
+    if not path.exists():
+        raise VaekitError(f"--mask {path}: no such file, and not one of left, right, top, bottom, random")
+    try:
+        a = np.load(path, allow_pickle=False) if path.suffix == ".npy" else read_image(path)
+    except (ValueError, OSError) as e:
+        raise VaekitError(f"--mask {path}: not a readable .npy file ({e})") from None
+    m = torch.from_numpy(np.asarray(a)) != 0
+    if m.shape not in (shape, shape[-2:]):
+        raise VaekitError(f"--mask {path}: shape {tuple(m.shape)}, expected {shape[-2:]} or {shape}")
+    return m.expand(shape)
 
 
 def read_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:

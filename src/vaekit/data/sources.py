@@ -71,6 +71,7 @@ SOURCES: dict[str, Source] = {
 
 
 def default_data_dir() -> Path:
+    """Where named data sets are kept: $VAEKIT_DATA_DIR, else ~/.cache/vaekit."""
     if os.environ.get("VAEKIT_DATA_DIR"):
         return Path(os.environ["VAEKIT_DATA_DIR"])
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -78,6 +79,7 @@ def default_data_dir() -> Path:
 
 
 def hashes(path: Path) -> tuple[str, str]:
+    """The (md5, sha256) of a file, read in chunks."""
     md5, sha = hashlib.md5(), hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

@@ -60,10 +60,12 @@ class Autoencoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.parameters()).device
 
     @property
     def event_ndim(self) -> int:
+        """The number of dimensions of one example (3 for images, 1 for tables)."""
         return len(self._shape())
 
     def _shape(self) -> tuple[int, ...]:
@@ -136,22 +138,17 @@ class Autoencoder(nn.Module):
         """The ModelConfig that rebuilds this model; parts without a registered name are written as "custom"."""
         objective = self.objective
         name = registry.name_of("objective", type(objective)) or getattr(objective, "config_name", None)
-        if self.spec is not None:
-            base = self.spec
-        else:
-            base = ModelConfig(kind=registry.name_of("model", type(self)) or CUSTOM, net=CUSTOM,
-                               likelihood=registry.name_of("likelihood", self.likelihood) or CUSTOM,
-                               prior=self._prior_name(), latent_dim=self.latent_dim)
-            opts = {k: v for k, v in self.likelihood_options.items() if k in ("sigma",)}
-            if "mean" in self.likelihood_options:
-                opts["gaussian_mean"] = self.likelihood_options["mean"]
-            base = replace(base, **opts)
+        base = self.spec or ModelConfig(kind=registry.name_of("model", type(self)) or CUSTOM, net=CUSTOM,
+                                        likelihood=registry.name_of("likelihood", self.likelihood) or CUSTOM,
+                                        latent_dim=self.latent_dim, **self.likelihood.config_values(self.likelihood_options),
+                                        **self._own_config())
         values = {f: getattr(ModelConfig, f) for f in ("beta", "mc_samples", "kl_estimator", "estimator", "iwae_k")}
-        values.update(objective.to_config() if name else {})
+        values.update(objective.to_config() if name else {})  # an objective without a name trains with its defaults
         return replace(base, objective=name or "auto", input_shape=self.input_shape, n_classes=self.n_classes, **values)
 
-    def _prior_name(self) -> str:
-        return "standard-normal"
+    def _own_config(self) -> dict[str, Any]:
+        """The ModelConfig values of this kind's own settings, for a model built by hand."""
+        return {}
 
 
 def _nets(cfg: ModelConfig, code_dim: int, latent_dim: int) -> tuple[nn.Module, nn.Module]:
@@ -185,5 +182,8 @@ class DenoisingAutoencoder(Autoencoder):
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return corrupt(x, self.corruption, self.noise, generator)
+
+    def _own_config(self):
+        return {"corruption": self.corruption, "noise": self.noise}
 
 

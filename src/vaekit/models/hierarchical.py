@@ -47,6 +47,9 @@ class HierarchicalVAE(VAE):
         return cls(encoder, decoder, cfg.likelihood, ups, downs, latent_dims=dims, prior=cfg.prior, input_shape=cfg.input_shape,
                    likelihood_options=_likelihood_options(cfg))
 
+    def _own_config(self):
+        return {**super()._own_config(), "stochastic_layers": self.latent_dims[:-1]}
+
     def _bottom(self, x: torch.Tensor) -> DiagonalGaussian:
         return _gaussian(self._encoder_out(x, None))
 

@@ -34,8 +34,8 @@ class VAE(Autoencoder):
         return cls(encoder, decoder, cfg.likelihood, latent_dim=cfg.latent_dim, prior=cfg.prior, input_shape=cfg.input_shape,
                    likelihood_options=_likelihood_options(cfg))
 
-    def _prior_name(self) -> str:
-        return registry.name_of("prior", type(self.prior)) or CUSTOM
+    def _own_config(self):
+        return {"prior": registry.name_of("prior", type(self.prior)) or CUSTOM}
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
         """q(z|x) = N(μ(x), diag σ²(x))."""

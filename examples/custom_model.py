@@ -54,12 +54,15 @@ class ContinuousBernoulli(Likelihood):
         return torch.where(small, 0.5 + l / 12, torch.sigmoid(safe) / torch.tanh(safe / 2) - 1 / safe)
 
     def sample(self, generator=None):
-        """Inverse CDF: x = log(1 + u (e^l − 1)) / l, u ~ U(0, 1)."""
+        """Inverse CDF: x = log(1 + u (e^l − 1)) / l, u ~ U(0, 1); for l > 0 as 1 + log(u e^−l + 1 − u) / l,
+        where e^l would overflow."""
         l = self.logits
         u = torch.rand(l.shape, generator=generator, device=l.device)
         small = l.abs() < 1e-2
         safe = torch.where(small, torch.ones_like(l), l)
-        return torch.where(small, u, torch.log1p(u * torch.expm1(safe)) / safe)
+        neg = torch.log1p(u * torch.expm1(-safe.abs())) / -safe.abs()  # the form for l < 0, stable there
+        x = torch.where(safe < 0, neg, 1 + torch.log(u * torch.exp(-safe) + 1 - u) / safe)
+        return torch.where(small, u, x)
 
 
 @vaekit.register("prior", "mog")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -17,10 +18,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import Config
+from .config import CUSTOM, Config, ModelConfig
 from .data.readers import SPLITS
 from .errors import VaekitError
-from .models import CUSTOM, Autoencoder, build, objective_from_config
+from .models import Autoencoder, build, objective_from_config
 
 CONFIG, WEIGHTS, BEST, TRAINER, METRICS = "config.json", "model.safetensors", "best.safetensors", "trainer.pt", "metrics.jsonl"
 DATA = "data.npz"  # the splits of a run trained from data in memory, so that every command finds them
@@ -83,11 +84,14 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
 
 def read_config(run: str | Path) -> Config:
     """The resolved Config a run directory's config.json holds, validated as any config is."""
-    run = _run_dir(run)
+    run = _run_dir(run, (CONFIG,))
     try:
         d = json.loads((run / CONFIG).read_text())
     except json.JSONDecodeError as e:
         raise VaekitError(f"{run / CONFIG}: not valid JSON ({e})") from None
+    model = d.get("model") if isinstance(d, dict) else None
+    if isinstance(model, dict) and model.get("kind") in ("ae", "dae") and model.get("objective") == "elbo":
+        model["objective"] = "reconstruction"  # written before objectives were objects, when every kind said "elbo"
     return Config.from_dict(d, source=str(run / CONFIG))
 
 
@@ -104,15 +108,30 @@ def load(run: str | Path, device: str | torch.device = "cpu", model: Autoencoder
             raise VaekitError(f"{_run_dir(run)}: the model's {', '.join(custom)} were built by hand (\"custom\" in {CONFIG}); "
                               "build the same modules and load into them with vaekit.load(dir, model=...)")
         model = build(cfg.model)
-    elif model.input_shape is None:
-        model.input_shape = cfg.model.input_shape
-    if model.input_shape != cfg.model.input_shape:
-        raise VaekitError(f"{_run_dir(run)}: the run's inputs have shape {cfg.model.input_shape}, the model given takes {model.input_shape}")
-    if cfg.model.objective != "auto" and cfg.model.kind != CUSTOM:
+    else:
+        _check_matches(model, cfg.model, _run_dir(run))
+    if cfg.model.objective != "auto":
         model.objective = objective_from_config(cfg.model)
     load_weights(model, _run_dir(run) / WEIGHTS)
-    model.config = cfg
+    model.config = replace(cfg, out=str(run))  # where the run is now, which is where its own files are found
     return model.to(device).eval()
+
+
+def _check_matches(model: Any, cfg: ModelConfig, run: Path) -> None:
+    """A module given to ``load`` must be the model config.json describes: kind, likelihood, prior and sizes."""
+    if not isinstance(model, Autoencoder):
+        raise VaekitError(f"load(..., model=): got a {type(model).__name__}; expected a vaekit model such as vaekit.VAE(encoder, decoder, ...)")
+    if model.input_shape is None:
+        model.input_shape = cfg.input_shape
+    mine = model.describe()
+    for key in ("kind", "likelihood", "prior", "latent_dim", "input_shape", "n_classes"):
+        want, got = getattr(cfg, key), getattr(mine, key)
+        if CUSTOM not in (want, got) and want != got:
+            raise VaekitError(f"{run / CONFIG}: the run's model.{key} is {_plain(want)!r}, the model given has {_plain(got)!r}")
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def save_splits(dataset, path: Path) -> None:
@@ -130,7 +149,7 @@ def save_splits(dataset, path: Path) -> None:
     write_atomic(path, write)
 
 
-def _run_dir(run: str | Path) -> Path:
+def _run_dir(run: str | Path, needs: tuple[str, ...] = (CONFIG, WEIGHTS)) -> Path:
     run = Path(run)
     if run.is_file():
         with open(run, "rb") as f:
@@ -141,7 +160,7 @@ def _run_dir(run: str | Path) -> Path:
         raise VaekitError(f"{run}: a file; expected a run directory holding {CONFIG} and {WEIGHTS}")
     if not run.is_dir():
         raise VaekitError(f"{run}: no such run directory")
-    for name in (CONFIG, WEIGHTS):
+    for name in needs:
         if not (run / name).exists():
             raise VaekitError(f"{run}: not a run directory, {name} is missing")
     return run

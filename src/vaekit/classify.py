@@ -113,8 +113,8 @@ def compare_classifiers(model, x_train: torch.Tensor, y_train: torch.Tensor, x_t
             torch.manual_seed(seed + r)
             pretrained = EncoderClassifier(copy.deepcopy(model.encoder), width, is_vae, n_classes)
             scratch = copy.deepcopy(pretrained)
-            for m in scratch.modules():
-                if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            for m in scratch.modules():  # every layer that has an initialization of its own, norms included
+                if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
         scratch.head.load_state_dict(pretrained.head.state_dict())  # the same head start: only the encoder differs
         scores["encoder-initialized"].append(_accuracy(_fit(pretrained, xl, yl, steps, lr), x_test, y_test))

@@ -170,7 +170,7 @@ def _train(args) -> int:
     from .runs import train_config
     from .train import fit
 
-    sets = preset(args.preset) if args.preset else []
+    sets = []
     for flag, (key, convert, _) in TRAIN_FLAGS.items():
         raw = getattr(args, flag)
         if raw is not None:
@@ -179,7 +179,8 @@ def _train(args) -> int:
             except ValueError:
                 raise VaekitError(f"--{flag.replace('_', '-')}: {raw!r} is not a valid {key}") from None
             sets.append(f"{key}={json.dumps(value)}")
-    run = fit(train_config(args.config, sets + args.set, args.out, args.resume), resume=args.resume, progress=not args.no_progress)
+    config = train_config(args.config, sets + args.set, args.out, args.resume, preset(args.preset) if args.preset else [])
+    run = fit(config, resume=args.resume, progress=not args.no_progress)
     if not world_from_env().main:  # under torchrun rank 0 speaks for all
         return 0
     if run.stopped != "max_steps":
@@ -197,7 +198,7 @@ def _eval(args) -> int:
     from .report import format_evaluation
     from .runs import open_run
 
-    model, dataset = open_run(args.run, args.device, args.data, args.data_dir, not args.no_progress)
+    model, dataset = open_run(args.run, args.device, args.data, args.data_dir, not args.no_progress, args.split)
     report = evaluate(model, dataset, split=args.split, k=args.k, k_naive=args.k_naive, subset=args.subset, seed=args.seed,
                       baselines=not args.no_baselines, progress=not args.no_progress)
     checkpoint.write_text(Path(args.run) / "eval.json", json.dumps(report, indent=2) + "\n")
@@ -209,8 +210,9 @@ def _opened(args):
     """(model, dataset, output folder) for a command that draws."""
     from .runs import open_run
 
+    model, dataset = open_run(args.run, args.device)
     (out := Path(args.out or args.run)).mkdir(parents=True, exist_ok=True)
-    return (*open_run(args.run, args.device), out)
+    return model, dataset, out
 
 
 def _view(args) -> int:
@@ -253,7 +255,7 @@ def _features(args) -> int:
     from .data.parts import materialize
     from .runs import open_run
 
-    model, dataset = open_run(args.run, args.device, args.data, args.data_dir)
+    model, dataset = open_run(args.run, args.device, args.data, args.data_dir, split=args.split)
     x, y = materialize(getattr(dataset, args.split), None, model.device, args.seed)
     n, k = write_features(model, x, y, args.out)
     print(f"wrote {args.out}: {n} × {k} posterior means of the {args.split} split")
@@ -278,20 +280,11 @@ def _classify(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import aevb_fig2, aevb_fig3, grad_variance
-    from .views import parse_units
+    from .reproduce import run
 
-    out = Path(args.out) / args.experiment
-    if args.experiment == "grad-variance":
-        grad_variance(out, args.dataset, args.budget, args.checkpoints, args.draws, args.data_dir, args.seed, not args.no_progress)
-    elif args.experiment == "aevb-fig3":
-        sizes = parse_units(args.train_sizes, "--train-sizes", "sizes")
-        aevb_fig3(out, args.dataset, args.budget, tuple(sizes) if sizes else (1000, 50000), args.checkpoints, args.data_dir, args.seed,
-                  args.test_rows, args.seeds)
-    else:
-        sizes = parse_units(args.latent_sizes, "--latent-sizes", "sizes")
-        aevb_fig2(out, args.dataset, args.budget, tuple(sizes) if sizes else None, args.checkpoints, args.data_dir, args.seed,
-                  progress=not args.no_progress, seeds=args.seeds)
+    out = run(args.experiment, Path(args.out) / args.experiment, dataset=args.dataset, budget=args.budget, checkpoints=args.checkpoints,
+              draws=args.draws, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, test_rows=args.test_rows,
+              train_sizes=args.train_sizes, latent_sizes=args.latent_sizes, progress=not args.no_progress)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
     return 0

@@ -133,27 +133,42 @@ class Config:
         """A Config from plain values; unknown keys and wrong types are one-line errors naming ``source``."""
         return _build(cls, d, source)
 
-    def override(self, assignments: list[str]) -> "Config":
-        """Apply ``section.key=value`` strings; values are read as JSON, else as plain strings."""
+    def override(self, assignments: list[str], defaults: list[str] = ()) -> "Config":
+        """Apply ``section.key=value`` strings; values are read as JSON, else as plain strings. ``defaults`` are
+        applied first (a preset's): one of their model keys that the final model does not read is dropped, so a
+        flag that changes the model kind or net overrides a preset instead of clashing with it."""
         d = self.to_dict()
+        given = {_assign(d, a) for a in assignments}
+        for a in defaults:
+            key = a.partition("=")[0].strip()
+            if key not in given:
+                _assign(d, a)
+                if key.startswith("model.") and key[6:] not in _read_keys(d["model"]):
+                    d["model"][key[6:]] = getattr(ModelConfig, key[6:])
         for a in assignments:
-            key, sep, raw = a.partition("=")
-            if not sep:
-                raise VaekitError(f"--set {a!r}: expected section.key=value")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            node = d
-            *parents, last = key.strip().split(".")
-            for p in parents:
-                if not isinstance(node.get(p), dict):
-                    raise VaekitError(f"--set {a!r}: unknown config section {p!r}")
-                node = node[p]
-            if last not in node:
-                raise VaekitError(f"--set {a!r}: unknown config key {key!r}")
-            node[last] = value
+            _assign(d, a)
         return Config.from_dict(d, source="--set")
+
+
+def _assign(d: dict[str, Any], a: str) -> str:
+    """Set one ``section.key=value`` in the plain config ``d``; the key."""
+    key, sep, raw = a.partition("=")
+    if not sep:
+        raise VaekitError(f"--set {a!r}: expected section.key=value")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    node = d
+    *parents, last = key.strip().split(".")
+    for p in parents:
+        if not isinstance(node.get(p), dict):
+            raise VaekitError(f"--set {a!r}: unknown config section {p!r}")
+        node = node[p]
+    if last not in node:
+        raise VaekitError(f"--set {a!r}: unknown config key {key!r}")
+    node[last] = value
+    return key.strip()
 
 
 # Architectures of the literature by name: (where it comes from, the config values it sets).
@@ -229,6 +244,22 @@ _NET_KEYS = frozenset({"hidden", "channels", "activation"})
 CUSTOM = "custom"  # a part built by hand, with no registered name
 
 
+def _read_keys(m: dict[str, Any] | Any) -> frozenset[str]:
+    """The ModelConfig keys the model a (plain or built) model section describes reads: every model's, and those its
+    kind, objective, net and likelihood name in ``config_keys``. Names not registered read everything."""
+    get = m.get if isinstance(m, dict) else lambda k: getattr(m, k)
+    try:
+        kind, net, lik, objective = get("kind"), get("net"), get("likelihood"), get("objective")
+        model = registry.lookup("model", kind)
+        objective = registry.lookup("objective", model.default_objective if objective == "auto" else objective)
+        net = None if net == CUSTOM else registry.lookup("net", net)
+        lik_keys = ({"sigma", "gaussian_mean"} if lik == "auto" else
+                    getattr(registry.lookup("likelihood", lik), "config_keys", frozenset()) if lik != CUSTOM else frozenset())
+    except (VaekitError, TypeError):
+        return frozenset(f.name for f in fields(ModelConfig))
+    return _COMMON_KEYS | model.config_keys | objective.config_keys | getattr(net, "config_keys", _NET_KEYS) | lik_keys
+
+
 def _check_applies(cfg: "ModelConfig") -> None:
     """Names must be registered ("custom" stands for a part built by hand), and a key set away from its default
     must be read by the model it describes."""
@@ -236,9 +267,11 @@ def _check_applies(cfg: "ModelConfig") -> None:
         name = getattr(cfg, key)
         return None if name == CUSTOM else registry.lookup(kind, name, f"model.{key}")
 
-    model, net = part("model", "kind"), part("net", "net")
+    model = part("model", "kind")
+    part("net", "net")
     part("prior", "prior")
-    likelihood = None if cfg.likelihood == "auto" else part("likelihood", "likelihood")
+    if cfg.likelihood != "auto":
+        part("likelihood", "likelihood")
     if model is None:
         return
     objective = registry.lookup("objective", cfg.objective_name, "model.objective")
@@ -246,8 +279,7 @@ def _check_applies(cfg: "ModelConfig") -> None:
     if reason:
         raise VaekitError(f"model.objective={cfg.objective_name!r}" + (f", model.estimator={cfg.estimator!r}" if cfg.estimator !=
                           "reparameterization" else "") + f" with model.kind={cfg.kind!r}: {reason}")
-    read = _COMMON_KEYS | model.config_keys | objective.config_keys | getattr(net, "config_keys", _NET_KEYS)
-    read |= {"sigma", "gaussian_mean"} if cfg.likelihood == "auto" else getattr(likelihood, "config_keys", frozenset())
+    read = _read_keys(cfg)
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         if f.name not in read and value != f.default:

@@ -32,6 +32,8 @@ class Likelihood:
     The contract a user's likelihood keeps (register it with ``vaekit.register("likelihood", name)``):
     ``n_params`` (parameters per element of x), ``__init__(params, event_ndim)`` with params shaped
     (*batch, n_params, *event), ``log_prob(x)`` summed over the event, ``mean`` and ``sample(generator)``.
+    The rest has defaults: ``options``/``config_values`` (ModelConfig keys it reads; none), ``log_prob_`` (the
+    in-place variant for spent decodes; ``log_prob``), ``entropy`` (``dist.entropy()``).
     """
 
     n_params: int = 1

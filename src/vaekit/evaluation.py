@@ -15,6 +15,7 @@ import torch
 from .data import Dataset, Part
 from .data.parts import EVAL_SEED, materialize
 from .data.arrays import as_rows
+from .distributions import StandardNormal
 from .errors import VaekitError
 from .objectives import ELBO, ScoreFunction
 from .runs import open_data
@@ -112,12 +113,14 @@ def evaluate(model, data: Any = None, split: str = "test", k: int = 5000, k_naiv
         train_part = data.train
     else:
         x, y = as_rows(data)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
         x, y = x[:subset].to(device), None if y is None else y[:subset].to(device)
     model.eval()
     n, dims = len(x), math.prod(x.shape[1:])
     g = torch.Generator(device).manual_seed(seed)
     report: dict[str, Any] = {"split": split, "n": n, "dims": dims}
-    is_vae, hierarchical = model.prior is not None, model.hierarchical
+    is_vae = model.prior is not None
+    per_unit = is_vae and not model.hierarchical and isinstance(model.prior, StandardNormal)
     k_naive = k if k_naive is None else k_naive
     rows = {name: torch.empty(n, dtype=torch.float64) for name in
             (("recon", "kl", "iwae", "naive") if is_vae else ("recon",))}  # preallocated: no per-batch tensor lists
@@ -136,7 +139,7 @@ def evaluate(model, data: Any = None, split: str = "test", k: int = 5000, k_naiv
             rec, kl = model.elbo_terms(xb, g, yb)
             rows["recon"][i:i + len(xb)] = rec.double()
             rows["kl"][i:i + len(xb)] = kl.double()
-            if not hierarchical:  # one Gaussian posterior against N(0, I): its KL splits over units in closed form
+            if per_unit:  # one Gaussian posterior against N(0, I): its KL splits over units in closed form
                 kl_unit_sum = kl_unit_sum + q_z.kl_per_unit().double().sum(0)
             rows["iwae"][i:i + len(xb)] = log_likelihood(model, xb, k, g, yb).double()
             rows["naive"][i:i + len(xb)] = naive_log_likelihood(model, xb, k_naive, g, yb).double()
@@ -162,7 +165,7 @@ def evaluate(model, data: Any = None, split: str = "test", k: int = 5000, k_naiv
         report.update(k=k, k_naive=k_naive, elbo_bits_per_dim=-report["elbo"] * bits, log_px_bits_per_dim=-report["log_px"] * bits)
         variance = mu.var(0, unbiased=True) if n > 1 else torch.zeros(mu.shape[1])
         active = variance > ACTIVE_THRESHOLD
-        if not hierarchical:
+        if per_unit:
             report["kl_per_unit"] = (kl_unit_sum / n).tolist()
         report.update(mean_variance_per_unit=variance.tolist(),
                       active_units=int(active.sum()), latent_dim=int(mu.shape[1]))

@@ -68,7 +68,8 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Objective":
-        """The objective a ModelConfig describes; a user's objective with no settings needs no override."""
+        """The objective a ModelConfig describes. A user's objective is rebuilt with its defaults unless it
+        overrides this and ``to_config`` for settings that ModelConfig has keys for."""
         return cls()
 
     def to_config(self) -> dict[str, Any]:

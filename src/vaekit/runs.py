@@ -22,6 +22,10 @@ from .errors import VaekitError
 from .models import Autoencoder, use_objective
 from .objectives import Objective
 
+# Keys of a run's config that may change when it is resumed; anything else would make it another run.
+RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
+             "precision", "compile", "fused", "flush_denormal"}
+
 
 def resolve(config: Config, dataset: Dataset) -> Config:
     """Fill the fields left "auto" from the data: input shape, likelihood, binarization."""
@@ -38,12 +42,23 @@ def resolve(config: Config, dataset: Dataset) -> Config:
             raise VaekitError(f"model.kind=cvae needs labels, and data {dataset.name!r} has none")
         n_classes = len(dataset.classes) if dataset.classes else int(y.max()) + 1
     return replace(config, data=replace(config.data, binarize=binarize),
-                   model=replace(config.model, likelihood=likelihood, input_shape=tuple(dataset.shape), n_classes=n_classes))
+                   model=replace(config.model, likelihood=likelihood, input_shape=tuple(dataset.shape), n_classes=n_classes,
+                                 objective=config.model.objective_name))
+
+
+IN_MEMORY = "(in memory)"  # data.name of a run fitted on data in memory without a run directory to keep it
 
 
 def prepare(config: Config, progress: bool = False) -> tuple[Config, Dataset]:
-    """Load the data a config names and resolve the config against it."""
-    dataset = load_dataset(config.data, progress=progress)
+    """Load the data a config names and resolve the config against it. The name "data.npz" is the run
+    directory's own copy of data it was fitted on in memory."""
+    data = config.data
+    if data.name == IN_MEMORY:
+        raise VaekitError("this model was fitted on data in memory without out=, so no copy of its data was kept; "
+                          "give the data to evaluate on (vaekit.evaluate(model, x))")
+    if data.name == ckpt.DATA:
+        data = replace(data, name=str(Path(config.out) / ckpt.DATA))
+    dataset = load_dataset(data, progress=progress)
     config = resolve(config, dataset)
     if config.model.likelihood == "bernoulli":
         dataset.check_unit_range()
@@ -79,9 +94,8 @@ def prepare_memory(model: Autoencoder, data: Any, val: Any, test: Any, out: str 
     if issubclass(model.likelihood, Bernoulli):
         dataset.check_unit_range()
     use_objective(model, objective)
-    name = str(Path(out).resolve() / ckpt.DATA) if out is not None else "(in memory)"
     return replace(config, out=str(out) if out is not None else "", model=model.describe(),
-                   data=DataConfig(name=name, binarize="none")), dataset
+                   data=DataConfig(name=ckpt.DATA if out is not None else IN_MEMORY, binarize="none")), dataset
 
 
 def open_data(config: Config, progress: bool = False) -> Dataset:
@@ -90,13 +104,15 @@ def open_data(config: Config, progress: bool = False) -> Dataset:
 
 
 def open_run(run: str | Path, device: str | torch.device = "auto", data: str | None = None, data_dir: str | None = None,
-             progress: bool = False) -> tuple[Autoencoder, Dataset]:
+             progress: bool = False, split: str = "test") -> tuple[Autoencoder, Dataset]:
     """A run's model on ``device`` and its data set. ``data`` names other data of the same shape: a file's rows
-    become the test split, every one of them; a named data set replaces the run's."""
+    become the test split, every one of them (``split`` must then be "test"); a named data set replaces the run's."""
     model = ckpt.load(run, choose_device(device) if isinstance(device, str) else device)
     cfg = model.config
     overrides: dict = {} if data_dir is None else {"data_dir": data_dir}
     if data is not None and Path(data).exists():
+        if split != "test":
+            raise VaekitError(f"--data {data}: a file's rows are evaluated as the test split; --split {split} is the run's own")
         overrides["test"] = str(Path(data).resolve())
     elif data is not None:
         overrides.update(name=data, binarize="auto")
@@ -106,14 +122,25 @@ def open_run(run: str | Path, device: str | torch.device = "auto", data: str | N
     return model, dataset
 
 
-def train_config(config_file: str | None, assignments: list[str], out: str | None, resume: bool) -> Config:
-    """The config ``vaekit train`` runs: a resumed run's own config.json (once it has weights), else the file's
-    or the defaults, with the command line's ``section.key=value`` assignments over it."""
+def train_config(config_file: str | None, assignments: list[str], out: str | None, resume: bool,
+                 preset: list[str] = ()) -> Config:
+    """The config ``vaekit train`` runs: a resumed run's own config.json, else the file's or the defaults, with
+    the command line's ``section.key=value`` assignments over it and a preset's under them."""
     config = load_config(config_file) if config_file else Config()
     where = Path(out or config.out)
     if resume:
         if not (where / ckpt.CONFIG).exists():
             raise VaekitError(f"{where}: no run to resume ({ckpt.CONFIG} missing)")
-        if (where / ckpt.WEIGHTS).exists():
-            config = ckpt.read_config(where)
-    return config.override(assignments)
+        config = ckpt.read_config(where)
+    return config.override(assignments, defaults=preset)
+
+
+def check_resumable(stored: Config | None, config: Config, out: Path) -> None:
+    """Refuse to resume with a config that makes it another run: only the keys in RESUMABLE may differ."""
+    if stored is None:
+        raise VaekitError(f"{out}: the checkpoint has no {ckpt.WEIGHTS}; nothing to resume")
+    a, b = stored.to_dict(), config.to_dict()
+    for section in ("data", "model", "train"):
+        for k, v in a[section].items():
+            if b[section][k] != v and not (section == "train" and k in RESUMABLE):
+                raise VaekitError(f"{out}: cannot resume with {section}.{k}={b[section][k]!r}; the run was made with {v!r}")

@@ -35,12 +35,9 @@ from .errors import VaekitError
 from .evaluation import mean_loss
 from .models import Autoencoder, build
 from .objectives import Objective, kl_warmup
-from .runs import choose_device, prepare, prepare_memory
+from .runs import check_resumable, choose_device, prepare, prepare_memory
 from .steps import GradientStep, Step
 
-# Keys of a run's config that may change when it is resumed; anything else would make it another run.
-RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
-             "precision", "compile", "fused", "flush_denormal"}
 CHECK_EVERY = 100  # steps between checks that the loss is finite (a check syncs with the device)
 EVENTS = ("on_step", "on_epoch_end", "on_checkpoint")
 Hook = Callable[["Trainer"], None]
@@ -97,7 +94,7 @@ def fit(model: Autoencoder | Config, data: Any = None, *, val: Any = None, test:
     ``lr=1e-3``, ...). With ``out`` the run directory holds config.json, the weights, the checkpoints and
     the data as data.npz, so every command works on it; without, nothing is written.
 
-    With ``resume``, continue the run found at ``out`` from its last checkpoint; only the keys in RESUMABLE may
+    With ``resume``, continue the run found at ``out`` from its last checkpoint; only the keys in runs.RESUMABLE may
     differ from the stored config. ``step`` builds the per-minibatch update (default ``steps.GradientStep``) and
     ``hooks`` maps "on_step", "on_epoch_end" and "on_checkpoint" to functions called with the Trainer.
     """
@@ -173,13 +170,20 @@ class Trainer:
         model.to(device)
         if self._has_run() and not resume:
             raise VaekitError(f"{self.out}: already holds a run; resume it with --resume (fit(..., resume=True)) or choose another --out")
+        if world.size > 1 and step not in (None, GradientStep):
+            raise VaekitError(f"step {getattr(step, '__name__', step)!r}: only the gradient step syncs its updates across processes; "
+                              "train it in one process")
         saved = self._resume_state() if resume else None
         self.step = (step or GradientStep)(self)
         if saved is not None:
-            self.step.load_state_dict(saved)
+            kind, state = saved
+            if kind != type(self.step).__name__:
+                raise VaekitError(f"{self.out / ckpt.TRAINER}: written by the step {kind}; resume it with the same step, "
+                                  f"not {type(self.step).__name__}")
+            self.step.load_state_dict(state)
         if world.main and self.out is not None:
             ckpt.write_text(self.out / ckpt.CONFIG, config.to_json())
-            if config.data.name == str(self.out.resolve() / ckpt.DATA) and not (self.out / ckpt.DATA).exists():
+            if config.data.name == ckpt.DATA and not (self.out / ckpt.DATA).exists():
                 ckpt.save_splits(dataset, self.out / ckpt.DATA)
         self.train = _on_device(dataset.train, device)
         self.rows = None if world.size == 1 else (lambda n: distributed.shard(n, world))
@@ -188,18 +192,23 @@ class Trainer:
     def _has_run(self) -> bool:
         return self.out is not None and (self.out / ckpt.TRAINER).exists()
 
-    def _resume_state(self) -> dict[str, Any]:
-        """Weights, loop state and noise from the run directory; returns the step's saved state (the optimizer's)."""
+    def _resume_state(self) -> tuple[str, dict[str, Any]] | None:
+        """Weights, loop state and noise from the run directory; returns the step's name and saved state (its
+        optimizers'), or None for a run stopped before its first checkpoint, which starts afresh."""
         out, tc, world = self.out, self.tc, self.world
         if out is None:
             raise VaekitError("fit(..., resume=True) needs the run directory to resume: give out=")
         if not self._has_run():
-            raise VaekitError(f"{out}: no checkpoint to resume ({ckpt.TRAINER} missing)")
+            if (out / ckpt.WEIGHTS).exists():  # weights without the state that goes with them: never overwrite them
+                raise VaekitError(f"{out}: {ckpt.WEIGHTS} is there but {ckpt.TRAINER} is missing, so the run cannot continue "
+                                  "exactly; move the weights away to train afresh")
+            return None
         stored = ckpt.read_config(out) if (out / ckpt.WEIGHTS).exists() else None
-        _check_resumable(stored, self.config, out)
+        check_resumable(stored, self.config, out)
         ckpt.load_weights(self.model, out / ckpt.WEIGHTS)
         saved = ckpt.load_trainer_state(out / ckpt.TRAINER)
         step_state, noise_state, saved_world = saved.pop("optimizer"), saved.pop("noise"), saved.pop("world_size", 1)
+        step_kind = saved.pop("step_kind", "GradientStep")
         self.state = TrainState.from_dict(saved, out / ckpt.TRAINER)
         if world.size == 1 and saved_world == 1:
             self.noise.set_state(noise_state)
@@ -207,7 +216,7 @@ class Trainer:
             self.noise.manual_seed(_rank_seed(tc.seed, world.rank, self.state.step))
         if self.state.stopped == "max_steps":
             self.state.stopped = None
-        return step_state
+        return step_kind, step_state
 
     def _trigger(self, event: str) -> None:
         if event in self.hooks:
@@ -222,8 +231,8 @@ class Trainer:
             s.partial = distributed.sum_over_ranks(buf[: s.batch].clone(), world).cpu()
         if world.main:
             ckpt.save_weights(self.model, out / ckpt.WEIGHTS)
-            ckpt.save_trainer_state({**asdict(s), "optimizer": self.step.state_dict(), "noise": self.noise.get_state(),
-                                     "world_size": world.size}, out / ckpt.TRAINER)
+            ckpt.save_trainer_state({**asdict(s), "optimizer": self.step.state_dict(), "step_kind": type(self.step).__name__,
+                                     "noise": self.noise.get_state(), "world_size": world.size}, out / ckpt.TRAINER)
             ckpt.write_text(out / ckpt.METRICS, "".join(json.dumps(h) + "\n" for h in s.history))
         self._trigger("on_checkpoint")
 
@@ -336,16 +345,6 @@ class Trainer:
                                                               "steps": self.state.step, **{f"test_{k}": v for k, v in test.items()}},
                                                              indent=2) + "\n")
         return test
-
-
-def _check_resumable(stored: Config | None, config: Config, out: Path) -> None:
-    if stored is None:
-        raise VaekitError(f"{out}: the checkpoint has no {ckpt.WEIGHTS}; nothing to resume")
-    a, b = stored.to_dict(), config.to_dict()
-    for section in ("data", "model", "train"):
-        for k, v in a[section].items():
-            if b[section][k] != v and not (section == "train" and k in RESUMABLE):
-                raise VaekitError(f"{out}: cannot resume with {section}.{k}={b[section][k]!r}; the run was made with {v!r}")
 
 
 def _on_device(part, device: torch.device):

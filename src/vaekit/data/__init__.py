@@ -10,7 +10,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import VaekitError
-from .parts import MemoryPart, Part, StreamPart
+from .parts import MemoryPart, Part, StreamPart, unit_scale
 from .readers import SPLITS, is_presplit, read_csv, read_frey, read_idx, read_image_folder, read_npy, read_npz, read_splits
 from .sources import SOURCES, default_data_dir, fetch
 
@@ -93,14 +93,20 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
             raise VaekitError("data.val and data.test: a streamed .npy is split from itself; give pre-split files without data.stream")
         return _split_stream(cfg, path)
     if path.suffix == ".npz" and path.exists() and is_presplit(path):
-        return _presplit(name, read_splits(path))
+        return _presplit(name, cfg, read_splits(path))
     x, y, classes = _rows_of(name, cfg)
     kind = "table" if x.ndim == 2 else "image"
-    return _split(name, cfg, x, y, None, _scale(x), kind, classes, likelihood="gaussian" if kind == "table" else "bernoulli")
+    return _split(name, cfg, x, y, None, unit_scale(x.dtype), kind, classes, likelihood="gaussian" if kind == "table" else "bernoulli")
 
 
-def _scale(x: np.ndarray) -> float:
-    return 255.0 if x.dtype == np.uint8 else 1.0
+def _own_part(cfg: DataConfig, key: str) -> MemoryPart | None:
+    """The split a file of the user's own gives (data.val, data.test): every row of it, scaled by its own dtype."""
+    name = getattr(cfg, key)
+    if name is None:
+        return None
+    x, y, _ = _rows_of(name, cfg)
+    return MemoryPart(torch.from_numpy(np.ascontiguousarray(x)), None if y is None else torch.from_numpy(np.asarray(y)),
+                      unit_scale(x.dtype))
 
 
 def _rows_of(name: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
@@ -150,44 +156,38 @@ def _split(name, cfg, x, y, test, scale, kind, classes, likelihood="bernoulli") 
         raise VaekitError(f"data {name!r}: empty data set: no rows to train or evaluate on")
     x = torch.from_numpy(np.ascontiguousarray(x))
     y = torch.from_numpy(np.asarray(y)) if y is not None else None
-    if cfg.test is not None:  # a test split of the user's own replaces any other
-        test = _rows_of(cfg.test, cfg)[:2]
-    if test is None:  # no official test split: hold one out, by a fixed permutation
+    val, own_test = _own_part(cfg, "val"), _own_part(cfg, "test")  # files of the user's own replace held-out rows
+    if own_test is None and test is None:  # no official test split: hold one out, by a fixed permutation
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(_SPLIT_SEED))
         x, y = x[perm], (y[perm] if y is not None else None)
         n_test = split_count(cfg.test_size, len(x), "test_size")
-        xte, yte = x[-n_test:], (y[-n_test:] if y is not None else None)
-        x, y = x[:-n_test], (y[:-n_test] if y is not None else None)
+        test_part = MemoryPart(x[-n_test:], _cut(y, -n_test, None), scale)
+        x, y = x[:-n_test], _cut(y, None, -n_test)
     else:
-        xte, yte = (None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in test)
-    if cfg.val is not None:
-        xv, yv = (None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in _rows_of(cfg.val, cfg)[:2])
-    else:
+        test_part = own_test or MemoryPart(*(None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in test), scale)
+    if val is None:
         n_val = split_count(cfg.val_size, len(x), "val_size")  # the tail of the training pool, as in the literature
-        x, xv, y, yv = x[:-n_val], x[-n_val:], _cut(y, None, -n_val), _cut(y, -n_val, None)
-    for part_x, key in ((xv, "val"), (xte, "test")):
-        if tuple(part_x.shape[1:]) != tuple(x.shape[1:]):
-            raise VaekitError(f"data.{key}: rows of shape {tuple(part_x.shape[1:])}, but the training rows have {tuple(x.shape[1:])}")
-    parts = [MemoryPart(x, y, scale), MemoryPart(xv, yv, _scale_of(xv, scale)), MemoryPart(xte, yte, _scale_of(xte, scale))]
-    return Dataset(name, *parts, kind=kind, classes=classes, likelihood=likelihood)
+        x, val, y = x[:-n_val], MemoryPart(x[-n_val:], _cut(y, -n_val, None), scale), _cut(y, None, -n_val)
+    return _checked(Dataset(name, MemoryPart(x, y, scale), val, test_part, kind=kind, classes=classes, likelihood=likelihood))
 
 
-def _presplit(name: str, splits: list[tuple[np.ndarray, np.ndarray | None]]) -> Dataset:
-    """A data set that comes split already: its parts as they are, no rows moved between them."""
-    xs = [_as_storable(x, Path(name)) for x, _ in splits]
-    for (x, _), key in zip(splits, SPLITS):
-        if x.shape[1:] != xs[0].shape[1:]:
-            raise VaekitError(f"{name}: the {key} rows have shape {x.shape[1:]}, the train rows {xs[0].shape[1:]}")
-    scale = 255.0 if xs[0].dtype == np.uint8 else 1.0
-    parts = [MemoryPart(torch.from_numpy(np.ascontiguousarray(x)), None if y is None else torch.from_numpy(y), scale)
-             for x, (_, y) in zip(xs, splits)]
-    kind = "table" if xs[0].ndim == 2 else "image"
-    return Dataset(name, *parts, kind=kind, likelihood="gaussian" if kind == "table" else "bernoulli")
+def _checked(dataset: Dataset) -> Dataset:
+    for part, key in ((dataset.val, "val"), (dataset.test, "test")):
+        if tuple(part.shape) != tuple(dataset.shape):
+            raise VaekitError(f"data.{key}: rows of shape {tuple(part.shape)}, but the training rows have {tuple(dataset.shape)}")
+    return dataset
 
 
-def _scale_of(x: torch.Tensor, scale: float) -> float:
-    """A split's own scale: a float file beside 8-bit training images is in [0, 1] already."""
-    return scale if x.dtype == torch.uint8 else 1.0
+def _presplit(name: str, cfg: DataConfig, splits: list[tuple[np.ndarray, np.ndarray | None]]) -> Dataset:
+    """A data set that comes split already: its parts as they are, no rows moved between them (but for
+    data.val or data.test files, which replace theirs)."""
+    parts = []
+    for (x, y), key in zip(splits, SPLITS):
+        x = _as_storable(x, Path(name))
+        parts.append(MemoryPart(torch.from_numpy(np.ascontiguousarray(x)), None if y is None else torch.from_numpy(y), unit_scale(x.dtype)))
+    parts[1], parts[2] = _own_part(cfg, "val") or parts[1], _own_part(cfg, "test") or parts[2]
+    kind = "table" if len(parts[0].shape) == 1 else "image"
+    return _checked(Dataset(name, *parts, kind=kind, likelihood="gaussian" if kind == "table" else "bernoulli"))
 
 
 def _cut(y, lo, hi):
@@ -199,7 +199,7 @@ def _split_stream(cfg: DataConfig, path: Path) -> Dataset:
     n = int(np.load(path, mmap_mode="r").shape[0])
     n_test = split_count(cfg.test_size, n, "test_size")
     n_val = split_count(cfg.val_size, n - n_test, "val_size")
-    scale = 255.0 if probe.dtype == np.uint8 else 1.0
+    scale = unit_scale(probe.dtype)
     a, b = n - n_test - n_val, n - n_test
     kind = "table" if len(probe.shape) == 1 else "image"
     return Dataset(str(path), StreamPart(path, 0, a, scale), StreamPart(path, a, b, scale), StreamPart(path, b, n, scale),

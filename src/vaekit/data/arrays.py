@@ -11,15 +11,15 @@ import numpy as np
 import torch
 
 from ..errors import VaekitError
-from .parts import MemoryPart
+from .parts import MemoryPart, unit_scale
 
 
 def _tensor(a: Any, what: str) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         t = a.detach().cpu()
     elif isinstance(a, np.ndarray):
-        if a.dtype == object:
-            raise VaekitError(f"{what}: a numpy array of Python objects; expected numbers")
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or np.iscomplexobj(a):
+            raise VaekitError(f"{what}: a numpy array of {a.dtype}; expected real numbers")
         t = torch.from_numpy(np.ascontiguousarray(a))
     else:
         raise VaekitError(f"{what}: a {type(a).__name__}; expected a tensor, a numpy array, an (x, y) pair or a torch Dataset")
@@ -31,10 +31,19 @@ def _tensor(a: Any, what: str) -> torch.Tensor:
 def _from_torch_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every item of a map-style or iterable Dataset, stacked: items are x or (x, y)."""
     xs, ys = [], []
-    for item in ds:
-        x, y = item if isinstance(item, (tuple, list)) else (item, None)
-        xs.append(torch.as_tensor(x))
-        ys.append(None if y is None else torch.as_tensor(y))
+    for i, item in enumerate(ds):
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            x, y = item
+        elif isinstance(item, (tuple, list)):
+            raise VaekitError(f"{what}: item {i} has {len(item)} parts; a Dataset must yield x or (x, y)")
+        else:
+            x, y = item, None
+        try:
+            xs.append(torch.as_tensor(np.asarray(x)))
+            ys.append(None if y is None else torch.as_tensor(np.asarray(y)))
+        except (TypeError, ValueError, RuntimeError):
+            raise VaekitError(f"{what}: item {i} is a {type(x).__name__}; a Dataset must yield tensors or arrays "
+                              "(x, or (x, y) with a number y)") from None
     if not xs:
         raise VaekitError(f"{what}: the Dataset yields no items")
     if any(y is None for y in ys) and not all(y is None for y in ys):
@@ -47,12 +56,25 @@ def _from_torch_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor 
     return x, y
 
 
+def _labels(y: Any, what: str) -> torch.Tensor | None:
+    """Labels as a tensor: class numbers (N,) or condition vectors (N, C)."""
+    if y is None:
+        return None
+    try:
+        t = y.detach().cpu() if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    except (TypeError, ValueError, RuntimeError):
+        raise VaekitError(f"{what} y: a {type(y).__name__}; expected numbers, one per row") from None
+    if t.dim() == 0 or t.dtype == torch.bool or t.is_complex():
+        raise VaekitError(f"{what} y: shape {tuple(t.shape)}, dtype {t.dtype}; expected a number (or a vector) per row")
+    return t
+
+
 def as_rows(data: Any, what: str = "data") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(x, y or None) from a tensor or array of rows, a pair (x, y), or a torch Dataset."""
     if isinstance(data, torch.utils.data.Dataset):
         x, y = _from_torch_dataset(data, what)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = _tensor(data[0], f"{what} x"), torch.as_tensor(np.asarray(data[1]) if not isinstance(data[1], torch.Tensor) else data[1]).cpu()
+        x, y = _tensor(data[0], f"{what} x"), _labels(data[1], what)
     else:
         x, y = _tensor(data, what), None
     if x.dtype != torch.uint8:
@@ -88,8 +110,7 @@ def as_dataset(data: Any, val: Any = None, test: Any = None, val_size: float = 0
     for part_x, what in ((xv, "val"), (xt, "test")):
         if part_x.shape[1:] != x.shape[1:]:
             raise VaekitError(f"{what}: rows of shape {tuple(part_x.shape[1:])}, but the training rows have {tuple(x.shape[1:])}")
-    scale = 255.0 if x.dtype == torch.uint8 else 1.0
-    parts = [MemoryPart(a, b, scale) for a, b in ((x, y), (xv, yv), (xt, yt))]
+    parts = [MemoryPart(a, b, unit_scale(a.dtype)) for a, b in ((x, y), (xv, yv), (xt, yt))]
     kind = "image" if x.dim() == 4 else "table"
     unit = all(_in_unit_range(p.x) for p in parts)
     return Dataset(name, *parts, kind=kind, likelihood="bernoulli" if unit else "gaussian")

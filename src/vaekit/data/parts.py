@@ -19,6 +19,11 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]  # x (B, *shape) float, y (B,) 
 EVAL_SEED = 7919  # fixes the binarization and z draws of an evaluation, so epochs compare like with like
 
 
+def unit_scale(dtype) -> float:
+    """What rows of ``dtype`` are divided by to lie in [0, 1]: 255 for 8-bit images, 1 for anything else."""
+    return 255.0 if dtype in (np.uint8, torch.uint8) else 1.0
+
+
 def bernoulli16(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """x ~ Bernoulli(p) drawn from 16 random bits per element.
 

@@ -150,7 +150,7 @@ def read_image(path: Any, size: tuple[int, int] | None = None, channels: int | N
     ``size`` (H, W) and ``channels`` (1 or 3) convert it to what a model takes."""
     from PIL import Image, UnidentifiedImageError
 
-    name = getattr(path, "name", None) or "image"
+    name = str(path) if isinstance(path, (str, Path)) else "image"
     try:
         with Image.open(path) as im:
             if max_pixels is not None and im.width * im.height > max_pixels:
@@ -161,7 +161,7 @@ def read_image(path: Any, size: tuple[int, int] | None = None, channels: int | N
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(im)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise VaekitError(f"{name}: not a readable image ({type(e).__name__})") from None
+        raise VaekitError(f"{name}: not a readable image ({e})") from None
 
 
 def read_image_tensor(path: Any, shape: tuple[int, ...], max_pixels: int | None = None) -> torch.Tensor:

@@ -17,7 +17,8 @@ from .. import registry
 from ..config import ModelConfig
 from ..errors import VaekitError
 from ..objectives import Objective
-from .autoencoder import CUSTOM, Autoencoder, DenoisingAutoencoder
+from ..config import CUSTOM
+from .autoencoder import Autoencoder, DenoisingAutoencoder
 from .vae import VAE
 from .hierarchical import HierarchicalVAE  # noqa: I001 (registration order is the order names are listed in)
 from .conditional import ConditionalVAE

@@ -10,17 +10,21 @@ import torch
 from torch import nn
 
 from .. import registry
-from ..config import Config, ModelConfig
+from ..config import CUSTOM, Config, ModelConfig
 from ..data.corrupt import corrupt
 from ..distributions import Likelihood, PointMass
 from ..errors import VaekitError
 from ..objectives import LossOutput, Objective
 
-CUSTOM = "custom"  # a part that has no registered name: the run loads with vaekit.load(dir, model=...)
 
 
 def _likelihood_class(likelihood: str | type) -> type:
-    return registry.lookup("likelihood", likelihood) if isinstance(likelihood, str) else likelihood
+    """A likelihood by registered name, or the class itself."""
+    if isinstance(likelihood, str):
+        return registry.lookup("likelihood", likelihood, "likelihood")
+    if not isinstance(likelihood, type):
+        raise VaekitError(f"likelihood={likelihood!r}: expected a registered name or a class such as vaekit.distributions.Bernoulli")
+    return likelihood
 
 
 @registry.register("model", "ae")
@@ -45,7 +49,7 @@ class Autoencoder(nn.Module):
         self.likelihood: type = _likelihood_class(likelihood)
         self.likelihood_options = dict(likelihood_options or {})
         self.latent_dim = latent_dim
-        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.input_shape = _shape_of(input_shape)
         self.prior: Any = None
         self.objective: Objective = registry.lookup("objective", self.default_objective)()
         self.config: Config | None = None  # the run's resolved config, once the model is fitted or loaded
@@ -61,7 +65,8 @@ class Autoencoder(nn.Module):
     @property
     def device(self) -> torch.device:
         """The device the model's parameters are on."""
-        return next(self.parameters()).device
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
 
     @property
     def event_ndim(self) -> int:
@@ -149,6 +154,20 @@ class Autoencoder(nn.Module):
     def _own_config(self) -> dict[str, Any]:
         """The ModelConfig values of this kind's own settings, for a model built by hand."""
         return {}
+
+
+def _shape_of(shape: Any) -> tuple[int, ...] | None:
+    """input_shape as a tuple of positive ints (an int n is (n,)), or None."""
+    if shape is None:
+        return None
+    shape = (shape,) if isinstance(shape, int) else shape
+    try:
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise VaekitError(f"input_shape={shape!r}: expected the shape of one example, such as (1, 28, 28) or (784,)") from None
+    if not shape or min(shape) < 1:
+        raise VaekitError(f"input_shape={shape!r}: expected positive sizes")
+    return shape
 
 
 def _nets(cfg: ModelConfig, code_dim: int, latent_dim: int) -> tuple[nn.Module, nn.Module]:

@@ -8,7 +8,8 @@ import torch
 from .. import registry
 from ..distributions import DiagonalGaussian, closed_form_kl
 from ..errors import VaekitError
-from .autoencoder import CUSTOM, Autoencoder, _likelihood_options, _nets
+from ..config import CUSTOM
+from .autoencoder import Autoencoder, _likelihood_options, _nets
 
 
 @registry.register("model", "vae")

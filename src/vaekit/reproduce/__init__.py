@@ -4,8 +4,34 @@ Each writes its raw numbers (JSON and CSV), its figure (PNG) and a short markdow
 its output folder. ``budget`` is the number of training samples to evaluate, so a CPU run can
 take minutes and a full run the paper's 10⁸.
 """
+from pathlib import Path
+
 from .fig2 import aevb_fig2
 from .fig3 import aevb_fig3
 from .grad_variance import grad_variance
 
-__all__ = ["aevb_fig2", "aevb_fig3", "grad_variance"]
+EXPERIMENTS = ("grad-variance", "aevb-fig2", "aevb-fig3")
+
+
+def run(experiment: str, out: str | Path, dataset: str = "mnist", budget: int = 600_000, checkpoints: int = 6, draws: int = 50,
+        data_dir: str | None = None, seed: int = 0, seeds: int = 1, test_rows: int = 100, train_sizes: str | None = None,
+        latent_sizes: str | None = None, progress: bool = False) -> Path:
+    """One experiment by name, with the command line's options (sizes as comma-separated text); its folder."""
+    from ..errors import VaekitError
+    from ..views import parse_units
+
+    out = Path(out)
+    if experiment == "grad-variance":
+        grad_variance(out, dataset, budget, checkpoints, draws, data_dir, seed, progress)
+    elif experiment == "aevb-fig3":
+        sizes = parse_units(train_sizes, "--train-sizes", "sizes")
+        aevb_fig3(out, dataset, budget, tuple(sizes) if sizes else (1000, 50000), checkpoints, data_dir, seed, test_rows, seeds)
+    elif experiment == "aevb-fig2":
+        sizes = parse_units(latent_sizes, "--latent-sizes", "sizes")
+        aevb_fig2(out, dataset, budget, tuple(sizes) if sizes else None, checkpoints, data_dir, seed, progress=progress, seeds=seeds)
+    else:
+        raise VaekitError(f"experiment {experiment!r}: expected one of {', '.join(EXPERIMENTS)}")
+    return out
+
+
+__all__ = ["EXPERIMENTS", "aevb_fig2", "aevb_fig3", "grad_variance", "run"]

@@ -13,6 +13,7 @@ import torch
 
 from .errors import VaekitError
 from . import steps
+from .trainstate import entry, load_optimizer
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]  # z (B, k) -> log density up to a constant (B,)
 
@@ -116,8 +117,8 @@ class WakeSleepStep:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Both optimizers' states back from a checkpoint."""
-        self.wake.load_state_dict(state["wake"])
-        self.sleep.load_state_dict(state["sleep"])
+        load_optimizer(self.wake, entry(state, "wake"), "the wake phase's optimizer")
+        load_optimizer(self.sleep, entry(state, "sleep"), "the sleep phase's optimizer")
 
 
 class MCEMStep:
@@ -153,9 +154,15 @@ class MCEMStep:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The optimizer, the chains and the E-step's tuning back from a checkpoint."""
-        self.opt.load_state_dict(state["optimizer"])
-        self.z = state["z"].to(self.z.device)
-        self.step_size, self.accepted, self.steps = state["step_size"], state["accepted"], state["steps"]
+        load_optimizer(self.opt, entry(state, "optimizer"))
+        z = entry(state, "z")
+        if not isinstance(z, torch.Tensor) or z.shape != self.z.shape or z.dtype != self.z.dtype:
+            raise VaekitError(f"the chains' z: expected a {self.z.dtype} tensor of shape {tuple(self.z.shape)}, one row per training point")
+        numbers = [entry(state, k) for k in ("step_size", "accepted", "steps")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise VaekitError(f"the E-step's tuning: expected numbers, got {numbers!r}")
+        self.z = z.to(self.z.device)
+        self.step_size, self.accepted, self.steps = numbers
 
 
 @torch.no_grad()

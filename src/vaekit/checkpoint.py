@@ -1,17 +1,17 @@
 """Run directories: config.json, model.safetensors, trainer.pt, metrics.jsonl.
 
-Every file is written to a temporary name and renamed into place, so a crash
-mid-write leaves the previous version intact. Opening a run never runs code:
-weights are safetensors, the trainer state is read with ``weights_only=True``.
+Every file is written through ``vaekit.files.write_atomic``, so a crash mid-write leaves the previous version
+intact. trainer.pt is the checkpoint, one file renamed into place at once: the weights, optimizer, noise and
+loop state of one step together; model.safetensors, written after it, is the weights every other command
+reads. Opening a run never runs code: weights are safetensors, trainer.pt is read with ``weights_only=True``
+and every tensor in it is checked against the model before any is used.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -21,28 +21,11 @@ from safetensors.torch import load_file, save_file
 from .config import CUSTOM, Config, ModelConfig
 from .data.readers import SPLITS
 from .errors import VaekitError
+from .files import write_atomic
 from .models import Autoencoder, build, objective_from_config
 
 CONFIG, WEIGHTS, BEST, TRAINER, METRICS = "config.json", "model.safetensors", "best.safetensors", "trainer.pt", "metrics.jsonl"
 DATA = "data.npz"  # the splits of a run trained from data in memory, so that every command finds them
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -57,16 +40,26 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise VaekitError(f"{path}: not a readable safetensors file ({e})") from None
+    load_state(model, tensors, path)
+
+
+def load_state(model: torch.nn.Module, tensors: Mapping[str, Any], source: Path) -> None:
+    """Load a state dict after checking that every tensor is there with the model's shape and dtype, none besides."""
     expected = model.state_dict()
+    if not isinstance(tensors, Mapping):
+        raise VaekitError(f"{source}: the weights are a {type(tensors).__name__}, expected a mapping of names to tensors")
     for k, v in expected.items():
-        if k not in tensors:
-            raise VaekitError(f"{path}: no tensor {k!r}; the checkpoint is of another architecture than its config.json")
-        if tensors[k].shape != v.shape:
-            raise VaekitError(f"{path}: tensor {k!r} has shape {tuple(tensors[k].shape)}, the architecture in config.json needs {tuple(v.shape)}")
+        t = tensors.get(k)
+        if not isinstance(t, torch.Tensor):
+            raise VaekitError(f"{source}: no tensor {k!r}; the checkpoint is of another architecture than its config.json")
+        if t.shape != v.shape:
+            raise VaekitError(f"{source}: tensor {k!r} has shape {tuple(t.shape)}, the architecture in config.json needs {tuple(v.shape)}")
+        if t.dtype != v.dtype:
+            raise VaekitError(f"{source}: tensor {k!r} is {t.dtype}, the model's is {v.dtype}")
     extra = sorted(set(tensors) - set(expected))
     if extra:
-        raise VaekitError(f"{path}: unexpected tensor {extra[0]!r}; the checkpoint is of another architecture than its config.json")
-    model.load_state_dict(tensors)
+        raise VaekitError(f"{source}: unexpected tensor {extra[0]!r}; the checkpoint is of another architecture than its config.json")
+    model.load_state_dict(dict(tensors))
 
 
 def save_trainer_state(state: dict[str, Any], path: Path) -> None:
@@ -75,11 +68,14 @@ def save_trainer_state(state: dict[str, Any], path: Path) -> None:
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
-    """The trainer's state, read with ``weights_only=True`` so that no code in it runs."""
+    """The trainer's state, read with ``weights_only=True`` so that no code in it runs; a dict, its contents unchecked."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError for bad files
         raise VaekitError(f"{path}: unreadable trainer state ({type(e).__name__}); it holds more than tensors and numbers, or is damaged") from None
+    if not isinstance(state, dict):
+        raise VaekitError(f"{path}: the trainer state is a {type(state).__name__}, expected the dict vaekit writes")
+    return state
 
 
 def read_config(run: str | Path) -> Config:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import write_atomic
+from .files import write_atomic
 from .errors import VaekitError
 
 

@@ -193,15 +193,15 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from . import checkpoint
     from .evaluation import evaluate
+    from .files import write_text
     from .report import format_evaluation
     from .runs import open_run
 
     model, dataset = open_run(args.run, args.device, args.data, args.data_dir, not args.no_progress, args.split)
     report = evaluate(model, dataset, split=args.split, k=args.k, k_naive=args.k_naive, subset=args.subset, seed=args.seed,
                       baselines=not args.no_baselines, progress=not args.no_progress)
-    checkpoint.write_text(Path(args.run) / "eval.json", json.dumps(report, indent=2) + "\n")
+    write_text(Path(args.run) / "eval.json", json.dumps(report, indent=2) + "\n")
     print(format_evaluation(report))
     return 0
 

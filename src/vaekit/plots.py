@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import write_atomic
+from .files import write_atomic
 
 
 def image_grid(x: torch.Tensor, nrow: int, pad: int = 2, upscale: int = 1) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch
 from . import checkpoint as ckpt
 from . import explore
 from .data.parts import materialize
+from .files import write_text
 from .plots import save_curves, save_grid, save_scatter
 
 REPORT = "report.html"
@@ -209,7 +210,7 @@ def write_report(run: str | Path, model=None, dataset=None, seed: int = 0, out: 
     model.train(was_training)
     config = (run / ckpt.CONFIG).read_text() if (run / ckpt.CONFIG).exists() else "{}"
     evaluation = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
-    ckpt.write_text(out / REPORT, _html(run.name, config, evaluation, shown))
+    write_text(out / REPORT, _html(run.name, config, evaluation, shown))
     return out / REPORT
 
 

@@ -14,6 +14,7 @@ import torch
 
 from . import distributed, fused
 from .config import TrainConfig
+from .trainstate import load_optimizer
 
 
 class Step(Protocol):
@@ -69,8 +70,8 @@ class GradientStep:
         return self.opt.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The optimizer's state back from a checkpoint."""
-        self.opt.load_state_dict(state)
+        """The optimizer's state back from a checkpoint, once every tensor in it is checked against the model."""
+        load_optimizer(self.opt, state)
 
 
 def _networks(model: torch.nn.Module) -> list[torch.nn.Module]:

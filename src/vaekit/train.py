@@ -19,24 +19,25 @@ resumed at another number of processes continues with fresh, independent draws.
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, divergence
 from .config import Config
 from .data import Dataset, MemoryPart
 from .errors import VaekitError
 from .evaluation import mean_loss
+from .files import RunLock, remove_temporaries, write_text
 from .models import Autoencoder, build
 from .objectives import Objective, kl_warmup
 from .runs import check_resumable, choose_device, prepare, prepare_memory
 from .steps import GradientStep, Step
+from .trainstate import Checkpoint, TrainState
 
 CHECK_EVERY = 100  # steps between checks that the loss is finite (a check syncs with the device)
 EVENTS = ("on_step", "on_epoch_end", "on_checkpoint")
@@ -54,30 +55,6 @@ class Run:
     test: dict[str, float] | None = None
     stopped: str = "completed"  # or "max_steps", "early_stopping"
     data: Dataset | None = None  # the data it was trained on, split
-
-
-@dataclass
-class TrainState:
-    """Where the loop is; saved in trainer.pt (tensors and numbers only, read back with ``weights_only=True``)."""
-
-    step: int = 0  # optimizer steps in all
-    epoch: int = 0  # epochs completed
-    batch: int = 0  # batches done in the current epoch
-    partial: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4))  # the current epoch's per-step sums, over ranks
-    seconds: float = 0.0  # training time in the current epoch so far
-    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
-    best: float = math.inf  # the best validation loss
-    bad_epochs: int = 0  # epochs since it improved
-    stopped: str | None = None  # "max_steps" or "early_stopping" once it stops
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: Path) -> "TrainState":
-        """The state from trainer.pt's dict, refusing one that lacks a field."""
-        names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(d))
-        if missing:
-            raise VaekitError(f"{source}: the trainer state has no {missing[0]!r}; it is damaged or of another version")
-        return cls(**{k: d[k] for k in names})
 
 
 def fit(model: Autoencoder | Config, data: Any = None, *, val: Any = None, test: Any = None, out: str | Path | None = None,
@@ -146,7 +123,11 @@ def _fit(config: Config, resume: bool, progress: bool, world: distributed.World,
         with torch.random.fork_rng(devices=[]):  # the seed fixes initialization without touching the caller's RNG
             torch.manual_seed(config.train.seed)
             model = build(config.model)
-    return Trainer(config, model, dataset, world, device, resume, progress, step, hooks).run()
+    if config.out is None or not world.main:
+        return Trainer(config, model, dataset, world, device, resume, progress, step, hooks).run()
+    with RunLock(Path(config.out)):  # one trainer per run directory; rank 0 writes for all
+        remove_temporaries(Path(config.out))  # what a killed writer left; under the lock, no writer is mid-write
+        return Trainer(config, model, dataset, world, device, resume, progress, step, hooks).run()
 
 
 class Trainer:
@@ -176,13 +157,15 @@ class Trainer:
         saved = self._resume_state() if resume else None
         self.step = (step or GradientStep)(self)
         if saved is not None:
-            kind, state = saved
-            if kind != type(self.step).__name__:
-                raise VaekitError(f"{self.out / ckpt.TRAINER}: written by the step {kind}; resume it with the same step, "
+            if saved.step_kind != type(self.step).__name__:
+                raise VaekitError(f"{self.out / ckpt.TRAINER}: written by the step {saved.step_kind}; resume it with the same step, "
                                   f"not {type(self.step).__name__}")
-            self.step.load_state_dict(state)
+            try:
+                self.step.load_state_dict(saved.step_state)
+            except VaekitError as e:
+                raise VaekitError(f"{self.out / ckpt.TRAINER}: {e}") from None
         if world.main and self.out is not None:
-            ckpt.write_text(self.out / ckpt.CONFIG, config.to_json())
+            write_text(self.out / ckpt.CONFIG, config.to_json())
             if config.data.name == ckpt.DATA and not (self.out / ckpt.DATA).exists():
                 ckpt.save_splits(dataset, self.out / ckpt.DATA)
         self.train = _on_device(dataset.train, device)
@@ -192,9 +175,10 @@ class Trainer:
     def _has_run(self) -> bool:
         return self.out is not None and (self.out / ckpt.TRAINER).exists()
 
-    def _resume_state(self) -> tuple[str, dict[str, Any]] | None:
-        """Weights, loop state and noise from the run directory; returns the step's name and saved state (its
-        optimizers'), or None for a run stopped before its first checkpoint, which starts afresh."""
+    def _resume_state(self) -> Checkpoint | None:
+        """Weights, loop state and noise from trainer.pt, every tensor checked before use; returns the checkpoint,
+        whose step state (its optimizers') the step loads, or None for a run stopped before its first checkpoint,
+        which starts afresh."""
         out, tc, world = self.out, self.tc, self.world
         if out is None:
             raise VaekitError("fit(..., resume=True) needs the run directory to resume: give out=")
@@ -203,37 +187,47 @@ class Trainer:
                 raise VaekitError(f"{out}: {ckpt.WEIGHTS} is there but {ckpt.TRAINER} is missing, so the run cannot continue "
                                   "exactly; move the weights away to train afresh")
             return None
-        stored = ckpt.read_config(out) if (out / ckpt.WEIGHTS).exists() else None
+        stored = ckpt.read_config(out) if (out / ckpt.CONFIG).exists() else None
         check_resumable(stored, self.config, out)
-        ckpt.load_weights(self.model, out / ckpt.WEIGHTS)
-        saved = ckpt.load_trainer_state(out / ckpt.TRAINER)
-        step_state, noise_state, saved_world = saved.pop("optimizer"), saved.pop("noise"), saved.pop("world_size", 1)
-        step_kind = saved.pop("step_kind", "GradientStep")
-        self.state = TrainState.from_dict(saved, out / ckpt.TRAINER)
-        if world.size == 1 and saved_world == 1:
-            self.noise.set_state(noise_state)
+        source = out / ckpt.TRAINER
+        saved = Checkpoint.from_dict(ckpt.load_trainer_state(source), source, self.noise.get_state())
+        if saved.state.epoch > tc.epochs:
+            raise VaekitError(f"train.epochs={tc.epochs}: the run in {out} has already done {saved.state.epoch} epochs; "
+                              f"resume it with --epochs {saved.state.epoch} or more")
+        if saved.weights is None:  # written before trainer.pt held the weights: model.safetensors went with it
+            ckpt.load_weights(self.model, out / ckpt.WEIGHTS)
+        else:
+            ckpt.load_state(self.model, saved.weights, source)
+        self.state = saved.state
+        if world.size == 1 and saved.world_size == 1:
+            self.noise.set_state(saved.noise)
         else:  # rank 0's stream alone was saved: every rank starts a fresh one of its own
             self.noise.manual_seed(_rank_seed(tc.seed, world.rank, self.state.step))
         if self.state.stopped == "max_steps":
             self.state.stopped = None
-        return step_kind, step_state
+        return saved
 
     def _trigger(self, event: str) -> None:
         if event in self.hooks:
             self.hooks[event](self)
 
-    def save(self, buf: torch.Tensor) -> None:
-        """A checkpoint: weights, the loop's state with the step's and the noise's, the metrics so far."""
+    def save(self, buf: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
+        """A checkpoint: trainer.pt (weights, the loop's state with the step's and the noise's) as one file, then
+        model.safetensors and the metrics so far. Mid-epoch, ``batch`` is the last step's minibatch, on which the
+        weights must give a finite loss before they are kept (at the end of an epoch the validation loss did)."""
         s, out, world = self.state, self.out, self.world
         if out is None:
             return
+        if batch is not None:
+            divergence.check_weights(self, *batch)
         if s.batch:  # mid-epoch: the epoch's sums so far, over all ranks
             s.partial = distributed.sum_over_ranks(buf[: s.batch].clone(), world).cpu()
         if world.main:
+            weights = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+            state = Checkpoint(s, weights, type(self.step).__name__, self.step.state_dict(), self.noise.get_state(), world.size)
+            ckpt.save_trainer_state(state.to_dict(), out / ckpt.TRAINER)
             ckpt.save_weights(self.model, out / ckpt.WEIGHTS)
-            ckpt.save_trainer_state({**asdict(s), "optimizer": self.step.state_dict(), "step_kind": type(self.step).__name__,
-                                     "noise": self.noise.get_state(), "world_size": world.size}, out / ckpt.TRAINER)
-            ckpt.write_text(out / ckpt.METRICS, "".join(json.dumps(h) + "\n" for h in s.history))
+            write_text(out / ckpt.METRICS, "".join(json.dumps(h) + "\n" for h in s.history))
         self._trigger("on_checkpoint")
 
     def run(self) -> Run:
@@ -281,7 +275,7 @@ class Trainer:
             at_ckpt = bool(tc.checkpoint_steps) and s.step % tc.checkpoint_steps == 0
             at_max = tc.max_steps is not None and s.step >= tc.max_steps
             if at_ckpt or at_max or s.batch % CHECK_EVERY == 0:
-                _check_finite(buf, s, self.out, world)
+                divergence.check_losses(self, buf)
                 if bar is not None:
                     bar.set_postfix(loss=f"{(buf[s.batch - 1, 0] / buf[s.batch - 1, 3]).item():.2f}")
             self._trigger("on_step")
@@ -289,7 +283,7 @@ class Trainer:
                 s.seconds = time.perf_counter() - t0
                 if at_max:
                     s.stopped = "max_steps"
-                self.save(buf)
+                self.save(buf, (x, y))
                 if at_max:
                     break
         if bar is not None:
@@ -299,12 +293,13 @@ class Trainer:
     def _end_epoch(self, buf: torch.Tensor, t0: float) -> None:
         """The epoch's record (train and validation terms), early stopping, and the epoch's checkpoint."""
         s, tc, world = self.state, self.tc, self.world
-        _check_finite(buf, s, self.out, world)
+        divergence.check_losses(self, buf)
         seconds = time.perf_counter() - t0
         totals = distributed.sum_over_ranks(buf.sum(0), world)
         tr = (totals[:3] / totals[3]).tolist()
         val = mean_loss(self.model, self.dataset.val, device=self.device)  # every rank the same: it decides early stopping
         self.model.train()
+        divergence.check_validation(self, val["loss"])
         self.record = {"epoch": s.epoch + 1, "step": s.step,
                        "train_loss": tr[0], "train_recon": tr[1], "train_kl": tr[2],
                        "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
@@ -341,7 +336,7 @@ class Trainer:
             return None
         test = mean_loss(self.model, self.dataset.test, device=self.device)
         if out is not None:
-            ckpt.write_text(out / "summary.json", json.dumps({"stopped": self.state.stopped or "completed", "epochs": self.state.epoch,
+            write_text(out / "summary.json", json.dumps({"stopped": self.state.stopped or "completed", "epochs": self.state.epoch,
                                                               "steps": self.state.step, **{f"test_{k}": v for k, v in test.items()}},
                                                              indent=2) + "\n")
         return test
@@ -359,21 +354,6 @@ def _on_device(part, device: torch.device):
 
 def _rank_seed(seed: int, rank: int, step: int) -> int:
     return hash((seed, rank, step)) % 2**63  # ints hash the same in every process
-
-
-def _check_finite(buf: torch.Tensor, s: "TrainState", out: Path | None, world: distributed.World) -> None:
-    """Stop at the first step whose loss is not finite on any rank, every rank alike."""
-    done = buf[: s.batch, 0]
-    bad = (~torch.isfinite(done)).nonzero()
-    first = torch.tensor([int(bad[0]) if len(bad) else len(done)], device=buf.device)
-    i = int(distributed.min_over_ranks(first, world))
-    if i < len(done):
-        step = s.step - s.batch + i + 1
-        value = (done[i] / buf[i, 3]).item()
-        what = "non-finite on another process" if math.isfinite(value) else value
-        kept = f"the last good checkpoint in {out} is kept" if out is not None else "nothing was written"
-        raise VaekitError(f"loss became {what} at step {step} (epoch {s.epoch + 1}); training stopped and {kept}; "
-                          "try a lower train.lr or set train.grad_clip")
 
 
 def _bar(progress: bool, total: int, initial: int, desc: str):

@@ -10,17 +10,17 @@ from typing import Any, Callable
 
 import torch
 
-from .. import checkpoint as ckpt
 from ..data.parts import MemoryPart, materialize
 from ..errors import VaekitError
+from ..files import write_text
 
 
 def write_outputs(out: Path, name: str, result: dict, rows: list[dict], plot, summary) -> dict[str, Any]:
     """What every reproduction leaves: raw numbers as JSON and CSV, the figure, a markdown summary."""
-    ckpt.write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
-    ckpt.write_text(out / f"{name}.csv", csv_text(rows))
+    write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
+    write_text(out / f"{name}.csv", csv_text(rows))
     plot(out / f"{name}.png")
-    ckpt.write_text(out / "summary.md", summary(result))
+    write_text(out / "summary.md", summary(result))
     return result
 
 

@@ -57,3 +57,29 @@ def test_moving_a_slider_changes_the_image(browser, page, tmp_path):
         assert shot.size[0] >= 1000
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []  # no script errors, no failed requests
+
+
+def test_class_names_in_the_legend_are_text_not_markup(browser, digits_run):
+    """Class names are image-folder names, which anyone can choose: the legend shows them, it never runs them."""
+    from dataclasses import replace
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from vaekit.models import build
+
+    _, dataset = prepare(digits_run.config)
+    trap = '<img src=x onerror="window.vaekitXss=1">'
+    dataset.classes = [trap] + dataset.classes[1:]
+    model = build(replace(digits_run.config.model, latent_dim=2)).eval()  # a 2-D code: the page draws the scatter and its legend
+    server = make_server(Explorer(model, dataset), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
+        legend = WebDriverWait(browser, 20).until(lambda b: b.find_element(By.ID, "legend").text and b.find_element(By.ID, "legend"))
+        assert trap in legend.text  # shown as the name it is
+        assert legend.find_elements(By.TAG_NAME, "img") == []
+        assert browser.execute_script("return window.vaekitXss") is None
+    finally:
+        server.shutdown()
+        server.server_close()

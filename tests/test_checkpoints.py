@@ -1,5 +1,6 @@
 """Checkpoints that cannot be left half-written, trainer states that cannot crash the process, and the run lock."""
 import json
+import math
 import os
 import stat
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import vaekit
 from vaekit import Config, VaekitError, files, fit
 from vaekit.trainstate import check_optimizer_state
 
@@ -186,6 +188,28 @@ def test_a_trainer_state_that_is_not_vaekits_is_one_line(tmp_path, content, mess
     assert snapshot(out) == before
 
 
+class _Payload:
+    """Unpickling this would create the file named by its argument: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_trainer_state_holding_code_is_refused_and_the_code_never_runs(tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "code-ran"
+    fit(config(out, **{"train.epochs": 1}), progress=False)
+    torch.save({"optimizer": _Payload(str(marker))}, out / "trainer.pt")
+    before = snapshot(out)
+    r = cli("train", "--out", str(out), "--resume", "--no-progress", *[a for k, v in SETS.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+    one_line_error(r, str(out / "trainer.pt"), "it holds more than tensors and numbers")
+    assert not marker.exists() and snapshot(out) == before
+    r = cli("sample", str(out), "--out", str(tmp_path / "pictures"))  # commands that only need the weights never read it
+    assert r.returncode == 0 and not marker.exists(), r.stderr
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("step", -3, r"'step' is -3, expected a count"),
     ("partial", torch.zeros(2, 9), r"'partial' is a Tensor"),
@@ -226,3 +250,22 @@ def test_a_second_trainer_on_the_same_run_is_refused_and_a_dead_ones_lock_taken_
     (out / ".lock").write_text("999999\n")  # left by a process that died: its flock went with it
     r = cli("train", "--out", str(out), "--epochs", "1", "--no-progress")
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", "1"), ("adam", "1e30"), ("sgd", "10"), ("sgd", "1e30"), ("adagrad", "1e10")])
+def test_a_diverging_run_keeps_only_checkpoints_whose_weights_give_a_finite_loss(tmp_path, capsys, optimizer, lr):
+    from vaekit.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", "--out", str(run), "--optimizer", optimizer, "--lr", lr, "--epochs", "3",
+                 "--set", "train.checkpoint_steps=1", "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and ("give a non-finite loss" in lines[0] or "loss became" in lines[0]), lines
+    if not (run / "trainer.pt").exists():
+        assert "no checkpoint had been written" in lines[0]
+        return
+    assert "the last good checkpoint" in lines[0]
+    model = vaekit.load(run)
+    result = vaekit.evaluate(model, k=20, subset=50, baselines=False)
+    assert math.isfinite(result["elbo"]) and math.isfinite(result["log_px"])
+    assert main(["sample", str(run), "--n", "4"]) == 0

@@ -27,7 +27,7 @@ def test_eval_shows_progress_over_the_images(run_dir, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--k", "0"], "k=0: the number of importance samples must be a positive integer"),
+    (["--k", "0"], "k=0: expected a whole number from 1 to"),
     (["--data", "mnist"], "has rows of shape (1, 28, 28), but the model takes (1, 8, 8)"),
 ])
 def test_eval_bad_input(run_dir, shared_data, capsys, args, message):

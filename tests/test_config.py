@@ -24,7 +24,7 @@ def test_toml_and_json_files(tmp_path):
     ({"model": {"latent_dim": "3"}}, "model.latent_dim: expected an integer, got '3'"),
     ({"model": {"activation": "gelu"}}, "model.activation: expected one of"),
     ({"train": {"tensorboard": 1}}, "train.tensorboard: expected true or false"),
-    ({"train": {"lr": "fast"}}, "train.lr: expected a number"),
+    ({"train": {"lr": "fast"}}, "train.lr: expected a finite number"),
     ({"modle": {}}, "unknown config key 'modle'"),
 ])
 def test_bad_keys_and_types_are_one_line_errors(d, message):

@@ -88,7 +88,7 @@ def test_idx_with_wrong_magic_number(shared_data, tmp_path):
 
 def test_npy_of_wrong_rank(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(10, dtype=np.float32))
-    with pytest.raises(VaekitError, match=r"x.npy: array of shape \(10,\) has rank 1; expected"):
+    with pytest.raises(VaekitError, match=r"x.npy: array of shape \(10,\); expected rows"):
         load_dataset(DataConfig(name=str(tmp_path / "x.npy")))
 
 

@@ -39,7 +39,15 @@ def request(port, method, path, body=None, raw: bytes | None = None, headers=Non
     payload = r.read()
     conn.close()
     kind = r.getheader("Content-Type", "")
-    return r.status, (json.loads(payload) if kind.startswith("application/json") else payload)
+    return r.status, (strict_json(payload) if kind.startswith("application/json") else payload)
+
+
+def strict_json(payload: bytes):
+    """JSON as the standard has it: a bare NaN or Infinity, which Python would accept, is a failure."""
+    def refuse(constant):
+        raise AssertionError(f"the answer holds a bare {constant}, which is not JSON")
+
+    return json.loads(payload, parse_constant=refuse)
 
 
 def png_uri(a: np.ndarray) -> str:
@@ -90,9 +98,14 @@ def test_sample_is_seeded_and_decodes_its_z(served):
     ("/api/decode", None, b"{not json", 400, "malformed JSON"),
     ("/api/decode", None, b"[1, 2]", 400, "expected a JSON object"),
     ("/api/decode", {"z": [1, 2]}, None, 400, '"z": expected 4 numbers, got 2'),
-    ("/api/decode", None, b'{"z": [1, 2, NaN, 0]}', 400, '"z": expected a list of 4 finite numbers'),
-    ("/api/decode", None, b'{"z": [1, 2, Infinity, 0]}', 400, "finite numbers"),
-    ("/api/decode", {"z": [1, "a", 0, 0]}, None, 400, "finite numbers"),
+    ("/api/decode", None, b'{"z": [1, 2, NaN, 0]}', 400, '"z": expected a list of 4 numbers from -10000 to 10000'),
+    ("/api/decode", None, b'{"z": [1, 2, Infinity, 0]}', 400, "numbers from"),
+    ("/api/decode", {"z": [1, "a", 0, 0]}, None, 400, "numbers from"),
+    ("/api/decode", None, b'{"z": [1, 2, ' + b"1" * 400 + b', 0]}', 400, "numbers from"),  # an integer of 400 digits
+    ("/api/decode", {"z": [1e308, 0, 0, 0]}, None, 400, "numbers from"),  # would decode to non-finite values
+    ("/api/decode", None, b'{"z": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "malformed JSON"),
+    ("/api/encode", {"x": [2.0] * 64}, None, 400, '"x": expected a list of 64 numbers from 0 to 1'),
+    ("/api/sample", {"seed": 10 ** 23}, None, 400, "seed 100000000000000000000000: expected an integer from 0 to 2**63 - 1"),
     ("/api/decode", {}, None, 400, '"z": expected a list'),
     ("/api/encode", {"index": 10 ** 6}, None, 400, "expected a test image number from 0 to"),
     ("/api/encode", {"image": "data:image/png;base64," + base64.b64encode(b"plain text, not a PNG").decode()}, None, 415, "not a readable image"),
@@ -176,3 +189,98 @@ def test_the_explore_command_serves_on_loopback(digits_run):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def raw_request(port: int, data: bytes, timeout: float = 30) -> tuple[int, dict]:
+    """Send bytes as they are (headers a client library would fix); the status and JSON answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        answer = b""
+        while chunk := s.recv(1 << 16):
+            answer += chunk
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), None)
+            if sep and length is not None and len(body) >= length:
+                break
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), strict_json(body)
+
+
+@pytest.mark.parametrize("data, status, message", [
+    (b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: -5\r\n\r\n", 400, "Content-Length -5"),
+    (b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}", 415, "expected application/json"),
+    (b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}", 415, "expected application/json"),
+    (b"GET /api/info HTTP/1.1\r\nHost: attacker.example:8765\r\n\r\n", 421, "127.0.0.1 or localhost only"),  # DNS rebinding
+    (b"GET /api/info HTTP/1.1\r\n\r\n", 421, "127.0.0.1 or localhost only"),
+    (b"GET /a\x00b HTTP/1.1\r\nHost: localhost\r\n\r\n", 404, "not"),
+])
+def test_malformed_http_gets_a_4xx(served, data, status, message):
+    port = served[0]
+    got, out = raw_request(port, data)
+    assert got == status and message in out["error"], out
+    assert request(port, "GET", "/api/info")[0] == 200
+
+
+def test_a_silent_client_is_dropped_after_the_socket_timeout(digits_run, monkeypatch):
+    import vaekit.server as server_module
+
+    monkeypatch.setattr(server_module, "SOCKET_TIMEOUT", 1.0)
+    server = make_server(Explorer(digits_run.model), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t0 = time.perf_counter()  # a Content-Length larger than the body: the server waits for bytes that never come
+        status, out = raw_request(server.server_address[1], b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                  b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"z\"", timeout=20)
+        assert status == 408 and "dropped" in out["error"] and time.perf_counter() - t0 < 10
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_uploads_decoded_at_once_are_bounded(served, digits_run):
+    from vaekit.server import MAX_DECODING, BadRequest
+
+    explorer = Explorer(digits_run.model)
+    for _ in range(MAX_DECODING):
+        explorer.decoding.acquire()  # as if that many uploads were being decoded now
+    with pytest.raises(BadRequest, match="try again") as caught:
+        explorer.encode({"image": png_uri(np.zeros((8, 8), np.uint8))})
+    assert caught.value.status == 429
+    explorer.decoding.release()
+    assert len(explorer.encode({"image": png_uri(np.zeros((8, 8), np.uint8))})["mean"]) == 4
+
+
+def test_the_explorer_refuses_a_model_of_table_rows():
+    from vaekit.config import ModelConfig
+    from vaekit.models import build
+
+    model = build(ModelConfig(input_shape=(5,), likelihood="gaussian", latent_dim=2))
+    with pytest.raises(VaekitError, match="the explorer draws images"):
+        Explorer(model)
+
+
+def test_fuzzed_requests_never_get_a_5xx(served):
+    """Random and malformed requests: every answer is a status below 500 with a JSON body, and the server
+    still answers afterwards."""
+    import random
+
+    port = served[0]
+    rng = random.Random(0)
+    values = [None, True, -1, 0, 3, 10 ** 30, -(10 ** 400), 1e308, -1e-308, 0.5, "", "x" * 1000, [], {}, [1, 2],
+              [0.5] * 64, [1e5] * 4, ["a"] * 4, [10 ** 400] * 4, [1e308] * 4, 10 ** 23, [2.0] * 64, {"z": 1}, "data:image/png;base64,AAAA", "data:image/png;base64,!!"]
+    keys = ["z", "x", "index", "image", "temperature", "seed", "other"]
+    paths = ["/api/decode"] * 3 + ["/api/encode"] * 2 + ["/api/sample"] * 2 + ["/api/info", "/api/none", "/", "/explorer.js", "/%2e%2e/x"]
+    for i in range(400):
+        path = rng.choice(paths)
+        if rng.random() < 0.3:
+            body = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))  # not JSON at all
+        else:
+            body = json.dumps({rng.choice(keys): rng.choice(values) for _ in range(rng.randrange(3))}).encode()
+        method = "GET" if rng.random() < 0.2 else "POST"
+        status, out = request(port, method, path, raw=body if method == "POST" else None)
+        assert status < 500, (method, path, body, out)
+        if path.startswith("/api/") or status >= 400:
+            assert isinstance(out, dict), (method, path, body, out)
+    assert request(port, "GET", "/api/info")[0] == 200

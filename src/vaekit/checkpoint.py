@@ -8,7 +8,6 @@ and every tensor in it is checked against the model before any is used.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from .config import CUSTOM, Config, ModelConfig
 from .data.readers import SPLITS
 from .errors import VaekitError
-from .files import write_atomic
+from .files import read_json, write_atomic
 from .models import Autoencoder, build, objective_from_config
 
 CONFIG, WEIGHTS, BEST, TRAINER, METRICS = "config.json", "model.safetensors", "best.safetensors", "trainer.pt", "metrics.jsonl"
@@ -44,7 +43,8 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_state(model: torch.nn.Module, tensors: Mapping[str, Any], source: Path) -> None:
-    """Load a state dict after checking that every tensor is there with the model's shape and dtype, none besides."""
+    """Load a state dict after checking that every tensor is there with the model's shape and dtype and finite
+    values, none besides."""
     expected = model.state_dict()
     if not isinstance(tensors, Mapping):
         raise VaekitError(f"{source}: the weights are a {type(tensors).__name__}, expected a mapping of names to tensors")
@@ -56,6 +56,9 @@ def load_state(model: torch.nn.Module, tensors: Mapping[str, Any], source: Path)
             raise VaekitError(f"{source}: tensor {k!r} has shape {tuple(t.shape)}, the architecture in config.json needs {tuple(v.shape)}")
         if t.dtype != v.dtype:
             raise VaekitError(f"{source}: tensor {k!r} is {t.dtype}, the model's is {v.dtype}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise VaekitError(f"{source}: tensor {k!r} holds NaN or infinite values; the training that wrote it diverged "
+                              "(retrain with a lower train.lr or a train.grad_clip)")
     extra = sorted(set(tensors) - set(expected))
     if extra:
         raise VaekitError(f"{source}: unexpected tensor {extra[0]!r}; the checkpoint is of another architecture than its config.json")
@@ -81,10 +84,7 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
 def read_config(run: str | Path) -> Config:
     """The resolved Config a run directory's config.json holds, validated as any config is."""
     run = _run_dir(run, (CONFIG,))
-    try:
-        d = json.loads((run / CONFIG).read_text())
-    except json.JSONDecodeError as e:
-        raise VaekitError(f"{run / CONFIG}: not valid JSON ({e})") from None
+    d = read_json(run / CONFIG, "run's config")
     model = d.get("model") if isinstance(d, dict) else None
     if isinstance(model, dict) and model.get("kind") in ("ae", "dae") and model.get("objective") == "elbo":
         model["objective"] = "reconstruction"  # written before objectives were objects, when every kind said "elbo"
@@ -98,6 +98,9 @@ def load(run: str | Path, device: str | torch.device = "cpu", model: Autoencoder
     go into that module (one built by hand from the same parts); nothing in the run directory is executed.
     """
     cfg = read_config(run)
+    if cfg.model.input_shape is None:
+        raise VaekitError(f"{_run_dir(run) / CONFIG}: model.input_shape is null; a trained run records the shape of its data, "
+                          "such as [1, 28, 28]")
     if model is None:
         custom = [k for k in ("kind", "net", "likelihood", "prior") if getattr(cfg.model, k) == CUSTOM]
         if custom:

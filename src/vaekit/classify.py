@@ -13,6 +13,7 @@ from torch import nn
 
 from .files import write_atomic
 from .errors import VaekitError
+from .limits import checked
 
 
 @torch.no_grad()
@@ -89,6 +90,7 @@ def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return (net(x).argmax(-1) == y).float().mean().item()
 
 
+@checked
 def compare_classifiers(model, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
                         labels: int = 100, repeats: int = 3, steps: int = 300, lr: float = 1e-3, seed: int = 0) -> dict[str, Any]:
     """Test accuracy, mean over ``repeats`` draws of ``labels`` labelled training examples, of (1) the

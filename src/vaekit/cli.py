@@ -73,7 +73,7 @@ VIEWS = {
 
 def main(argv: list[str] | None = None) -> int:
     """The ``vaekit`` command: parse ``argv``, run one subcommand, return the exit status (2 for a VaekitError)."""
-    parser = argparse.ArgumentParser(prog="vaekit", description="Autoencoders and variational autoencoders on PyTorch.")
+    parser = _Parser(prog="vaekit", description="Autoencoders and variational autoencoders on PyTorch.")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import this Python module first, so the parts it registers (vaekit.register) have names; "
                              "a run directory never causes an import")
@@ -134,18 +134,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; anything else must be asked for here)")
     args = parser.parse_args(argv)
-    from .errors import VaekitError
     from .registry import import_modules
 
     try:
         import_modules(args.imports)
         return args.func(args)
-    except VaekitError as e:
-        print(f"vaekit: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("vaekit: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        kept = "; the last checkpoint is kept (continue with --resume)" if args.command == "train" else ""
+        print(f"vaekit: interrupted{kept}", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = _user_error(e)
+        if message is None:
+            raise  # a bug in vaekit: the traceback is what a report of it needs
+        print(f"vaekit: error: {message}", file=sys.stderr)
+        return 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, its mistakes told in one line (with where to look) instead of the usage text and a line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _user_error(e: Exception) -> str | None:
+    """The one line for an error that is the user's or the machine's, not vaekit's; None for any other."""
+    from torch import OutOfMemoryError
+
+    from .errors import VaekitError
+
+    if isinstance(e, VaekitError):
+        return str(e)
+    if isinstance(e, OSError):  # a file or folder that cannot be read or written, wherever the library met it
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    if isinstance(e, (MemoryError, OutOfMemoryError)) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+        return "out of memory; choose a smaller model, batch size, --k or --n (" + (str(e).splitlines() or ["no details"])[0] + ")"
+    return None
 
 
 def _run_parser(sub, name: str, help_: str, func):

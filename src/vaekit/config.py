@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from . import registry
 from .errors import VaekitError
+from .files import read_json, read_text
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class ModelConfig:
     upper_hidden: tuple[int, ...] = (100, 100)  # hvae: deterministic widths between two stochastic layers
     likelihood: str = "auto"  # auto (from the data), bernoulli, gaussian, gaussian-learned, categorical, or a registered one
     prior: str = "standard-normal"  # p(z): standard-normal or a registered prior
-    sigma: float = 1.0  # the fixed σ of the "gaussian" likelihood
+    sigma: float = 1.0  # the fixed σ of the "gaussian" likelihood (at least 1e-6: below, 1/σ² overflows float32 losses)
     gaussian_mean: Literal["linear", "sigmoid"] = "linear"  # sigmoid: the Gaussian decoders' mean kept in (0, 1)
     beta: float = 1.0  # weight of the KL term (β-VAE)
     mc_samples: int = 1  # L, Monte Carlo samples of z per data point
@@ -68,8 +70,8 @@ class ModelConfig:
 
     def __post_init__(self):
         _validate_fields(self, "model")
-        _check(self, "model", latent_dim=">=1", stochastic_layers=">=1", upper_hidden=">=1", hidden=">=1", channels=">=1", sigma=">0", beta=">=0",
-               mc_samples=">=1", iwae_k=">=1", noise=">=0", init_std=">0")
+        _check(self, "model", latent_dim=">=1", stochastic_layers=">=1", upper_hidden=">=1", hidden=">=1", channels=">=1", sigma=">=1e-6", beta=">=0",
+               mc_samples=">=1", iwae_k=">=1", noise=">=0", init_std=">0", input_shape=">=1", n_classes=">=1")
         if self.kind == "hvae" and not self.stochastic_layers:
             raise VaekitError("model.stochastic_layers: a hierarchical VAE (model.kind=hvae) needs at least one layer below z, e.g. [100]")
         if self.net == "conv" and not self.channels:
@@ -110,7 +112,7 @@ class TrainConfig:
         _validate_fields(self, "train")
         _check(self, "train", lr=">0", batch_size=">=1", epochs=">=0", max_steps=">=1", weight_decay=">=0",
                grad_clip=">0", kl_warmup_steps=">=0", early_stopping=">=1", checkpoint_every=">=1",
-               checkpoint_steps=">=1", threads=">=1")
+               checkpoint_steps=">=1", threads=">=1", seed=">=0")
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,12 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    out: str = "runs/vae"
+    out: str | None = "runs/vae"  # None: a fit in memory that writes nothing
+
+    def __post_init__(self):
+        if self.out is not None and not (isinstance(self.out, str) and self.out.strip()):
+            raise VaekitError(f"out={self.out!r}: expected the path of a run directory, such as runs/vae "
+                              "(an empty one would write into the current folder)")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready values (tuples as lists)."""
@@ -226,14 +233,13 @@ def preset(name: str) -> list[str]:
 def load_config(path: str | Path) -> Config:
     """Read a JSON or TOML config file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise VaekitError(f"{path}: cannot read config file ({e.strerror})") from None
-    try:
-        d = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from None
+    if path.suffix == ".toml":
+        try:
+            d = tomllib.loads(read_text(path, "config file"))
+        except tomllib.TOMLDecodeError as e:
+            raise VaekitError(f"{path}: not valid TOML ({e})") from None
+    else:
+        d = read_json(path, "config file")
     return Config.from_dict(d, source=str(path))
 
 
@@ -352,10 +358,12 @@ def _coerce(v: Any, tp: Any, source: str, key: str, sep: str = ": ") -> Any:
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
             raise VaekitError(f"{where}: expected an integer, got {v!r}")
+        if not -2**63 <= v < 2**63:  # what torch and numpy can hold
+            raise VaekitError(f"{where}: {v} is too large; expected an integer below 2**63")
         return v
     if tp is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise VaekitError(f"{where}: expected a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise VaekitError(f"{where}: expected a finite number, got {v!r}")
         return float(v)
     if tp is str:
         if not isinstance(v, str):

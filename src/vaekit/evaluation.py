@@ -17,6 +17,7 @@ from .data.parts import EVAL_SEED, materialize
 from .data.arrays import as_rows
 from .distributions import StandardNormal
 from .errors import VaekitError
+from .limits import check, checked
 from .objectives import ELBO, ScoreFunction
 from .runs import open_data
 
@@ -38,11 +39,6 @@ def mean_loss(model: torch.nn.Module, part: Part, batch_size: int = 1000, device
     model.train(was_training)
     loss, recon, kl = (sums / len(part)).tolist()
     return {"loss": loss, "recon": recon, "kl": kl}
-
-
-def _check_k(k: int) -> None:
-    if not isinstance(k, int) or k <= 0:
-        raise VaekitError(f"k={k!r}: the number of importance samples must be a positive integer")
 
 
 def _log_mean_exp_over_samples(log_w_chunks, k: int) -> torch.Tensor:
@@ -68,7 +64,7 @@ def log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch.Gener
     log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x): the IWAE bound, a lower
     bound on log p(x) that tightens as K grows and equals the ELBO in expectation at K = 1.
     """
-    _check_k(k)
+    check("k", k)
     return _log_mean_exp_over_samples((model.log_weights(x, c, generator, y) for c in _chunks(k, len(x))), k)
 
 
@@ -77,7 +73,7 @@ def naive_log_likelihood(model, x: torch.Tensor, k: int = 5000, generator: torch
                          y: torch.Tensor | None = None) -> torch.Tensor:
     """log (1/K) Σ_k p(x|z_k), z_k ~ p(z): unbiased for p(x) but hopeless in many dimensions, since
     almost no prior sample lands where the posterior is."""
-    _check_k(k)
+    check("k", k)
     return _log_mean_exp_over_samples((model.prior_log_likelihoods(x, c, generator, y) for c in _chunks(k, len(x))), k)
 
 
@@ -87,6 +83,7 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
+@checked
 def evaluate(model, data: Any = None, split: str = "test", k: int = 5000, k_naive: int | None = None, subset: int | None = None,
              batch_size: int = 10, seed: int = EVAL_SEED, baselines: bool = True, progress: bool = False,
              device: str | torch.device | None = None) -> dict[str, Any]:
@@ -97,7 +94,7 @@ def evaluate(model, data: Any = None, split: str = "test", k: int = 5000, k_naiv
     data set the model was trained on (``model.config``, as ``fit`` and ``vaekit.load`` set it). The PCA
     and probe baselines fit on that data set's training rows, or on the evaluated rows when there are none.
     """
-    _check_k(k)
+    check("k", k)
     device = model.device if device is None else device
     if split not in ("train", "val", "test"):
         raise VaekitError(f"split={split!r}: expected train, val or test")

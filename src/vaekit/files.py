@@ -1,4 +1,5 @@
-"""The one way vaekit writes a file, and the lock a run directory is trained under.
+"""The one way vaekit writes a file, the one way it reads a text or JSON file, and the lock a run directory
+is trained under.
 
 Every file goes to a hidden temporary name in the same folder, is flushed to disk, then renamed over the
 old one: a crash or a full disk mid-write leaves the previous version whole, and an OS error is one line
@@ -7,11 +8,12 @@ are removed when a run directory is next opened for training.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import VaekitError
 
@@ -54,6 +56,39 @@ def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file's contents (a byte-order mark dropped), or one line naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read {what} ({_reason(e)})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise VaekitError(f"{path}: the {what} is not UTF-8 text (byte {e.start} is {data[e.start]:#04x})") from None
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """A JSON file's value; a key given twice in one object is refused, since JSON would keep the last silently."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, path))
+    except json.JSONDecodeError as e:
+        raise VaekitError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise VaekitError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+def _unique(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in d:
+            raise VaekitError(f"{path}: the key {k!r} is given twice in one table; keep one")
+        d[k] = v
+    return d
+
+
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files an interrupted write left in ``folder``; returns what was removed."""
     removed = []
@@ -81,6 +116,8 @@ class RunLock:
             import fcntl
         except ImportError:  # no flock on this platform: the run directory is not locked
             return self
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise VaekitError(f"{self.path.parent}: a file, not a run directory; choose another --out")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)

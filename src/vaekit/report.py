@@ -8,15 +8,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from . import checkpoint as ckpt
 from . import explore
 from .data.parts import materialize
-from .files import write_text
+from .errors import VaekitError
+from .files import read_json, read_text, write_text
 from .plots import save_curves, save_grid, save_scatter
 
 REPORT = "report.html"
@@ -83,6 +85,8 @@ def draw_interpolations(model, pairs: list[tuple[torch.Tensor, torch.Tensor]], p
                         labels: list[tuple[torch.Tensor, int]] | None = None) -> dict[str, Any]:
     """Per pair, a linear strip and a spherical one, each from the first input's code to the second's.
     ``labels``: for a conditional model, per pair the inputs' labels (2,) and the label to decode under."""
+    if not pairs:
+        raise VaekitError("interpolation needs a pair of inputs; the test split has fewer than 2 images")
     labels = labels or [(None, None)] * len(pairs)
     rows = [explore.interpolate(model, a, b, steps, spherical, y, label) for (a, b), (y, label) in zip(pairs, labels)
             for spherical in (False, True)]
@@ -108,6 +112,8 @@ def draw_manifold(model, path: Path, n: int = 20, units: tuple[int, int] = (0, 1
 def draw_embed(model, x: torch.Tensor, y: torch.Tensor | None, path: Path, method: str = "pca", compare=None,
                classes: list[str] | None = None, seed: int = 0) -> dict[str, Any]:
     """Posterior means of x coloured by label; a second model's beside them with ``compare``."""
+    if len(x) < 3:
+        raise VaekitError(f"an embedding needs at least 3 examples to place in the plane; got {len(x)}")
     labels = None if y is None or y.dim() > 1 else y.cpu().numpy()  # attribute vectors colour nothing
     panels = []
     for m in (model, compare) if compare is not None else (model,):
@@ -152,39 +158,49 @@ def format_evaluation(r: dict) -> str:
 
 @torch.no_grad()
 def draw_all(model, dataset, out: Path, seed: int = 0) -> list[tuple[str, Path, str]]:
-    """Every picture the report shows, written into ``out``: (title, path, caption) in report order."""
+    """Every picture the report shows, written into ``out``: (title, path, caption) in report order. A picture
+    that cannot be drawn for this model or data (a test split of one row has no embedding) is left out with a
+    warning that says why; the others are drawn, since the run itself is fine."""
     device = _device(model)
     x, y = materialize(dataset.test, 2000, device, seed)
     is_vae = model.prior is not None
     shown: list[tuple[str, Path, str]] = []
+
+    def draw(title: str, name: str, caption: Callable[[], str] | str, picture: Callable[[Path], Any]) -> None:
+        try:
+            picture(out / name)
+        except (VaekitError, ValueError, IndexError, RuntimeError) as e:
+            print(f"vaekit: warning: {title.lower()} not drawn ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
+                  file=sys.stderr)
+            return
+        shown.append((title, out / name, caption() if callable(caption) else caption))
+
     if dataset.kind == "image" and model.conditional:  # conditional: every picture needs its labels
-        draw_reconstructions(model, x[:8], out / "reconstructions.png", y[:8])
-        shown.append(("Reconstructions", out / "reconstructions.png", "test images (top) and their reconstructions"))
-        draw_conditional_samples(model, out / "samples.png", 10, seed=seed)
-        shown.append(("Samples by label", out / "samples.png", "one row per label; each column one z ~ N(0, I)"))
-        draw_style_transfer(model, x[:6], y[:6], out / "style.png")
-        shown.append(("Style transfer", out / "style.png", "each test image, then its z decoded under every label"))
+        draw("Reconstructions", "reconstructions.png", "test images (top) and their reconstructions",
+             lambda p: draw_reconstructions(model, x[:8], p, y[:8]))
+        draw("Samples by label", "samples.png", "one row per label; each column one z ~ N(0, I)",
+             lambda p: draw_conditional_samples(model, p, 10, seed=seed))
+        draw("Style transfer", "style.png", "each test image, then its z decoded under every label",
+             lambda p: draw_style_transfer(model, x[:6], y[:6], p))
     elif dataset.kind == "image":
-        draw_reconstructions(model, x[:8], out / "reconstructions.png")
-        shown.append(("Reconstructions", out / "reconstructions.png", "test images (top) and their reconstructions"))
+        draw("Reconstructions", "reconstructions.png", "test images (top) and their reconstructions",
+             lambda p: draw_reconstructions(model, x[:8], p))
         if is_vae:
-            draw_samples(model, out / "samples.png", 64, seed=seed)
-            shown.append(("Samples", out / "samples.png", "decoder means at z ~ N(0, I)"))
+            draw("Samples", "samples.png", "decoder means at z ~ N(0, I)", lambda p: draw_samples(model, p, 64, seed=seed))
         pairs = [(x[2 * i], x[2 * i + 1]) for i in range(min(3, len(x) // 2))]
-        draw_interpolations(model, pairs, out / "interpolations.png")
-        shown.append(("Interpolations", out / "interpolations.png",
-                      "per pair of test images: linear, then spherical, from the first's posterior mean to the second's"))
+        draw("Interpolations", "interpolations.png",
+             "per pair of test images: linear, then spherical, from the first's posterior mean to the second's",
+             lambda p: draw_interpolations(model, pairs, p))
         if is_vae:
             units = explore.most_active_units(model, x, 8)
-            draw_traverse(model, x[0], out / "traverse.png", units)
-            shown.append(("Traversals", out / "traverse.png", f"units {units} (most active first) from −3 to 3 around the first test image's code"))
+            draw("Traversals", "traverse.png", f"units {units} (most active first) from −3 to 3 around the first test image's code",
+                 lambda p: draw_traverse(model, x[0], p, units))
             plane = (0, 1) if model.latent_dim == 2 else tuple(units[:2])
-            draw_manifold(model, out / "manifold.png", 20, plane)
-            shown.append(("Learned manifold", out / "manifold.png",
-                          f"units {plane[0]} (left to right) and {plane[1]} (bottom to top) through the inverse Gaussian CDF of an even grid"
-                          + ("" if model.latent_dim == 2 else "; the other units at 0")))
-    draw_embed(model, x, y, out / "embedding.png", classes=dataset.classes, seed=seed)
-    shown.append(("Latent space", out / "embedding.png", f"posterior means of {len(x)} test examples"))
+            draw("Learned manifold", "manifold.png",
+                 f"units {plane[0]} (left to right) and {plane[1]} (bottom to top) through the inverse Gaussian CDF of an even grid"
+                 + ("" if model.latent_dim == 2 else "; the other units at 0"), lambda p: draw_manifold(model, p, 20, plane))
+    draw("Latent space", "embedding.png", f"posterior means of {len(x)} test examples",
+         lambda p: draw_embed(model, x, y, p, classes=dataset.classes, seed=seed))
     return shown
 
 
@@ -201,15 +217,15 @@ def write_report(run: str | Path, model=None, dataset=None, seed: int = 0, out: 
         _, dataset = prepare(model.config)
     was_training = model.training
     model.eval()
-    history = [json.loads(line) for line in (run / ckpt.METRICS).read_text().splitlines()] if (run / ckpt.METRICS).exists() else []
+    history = [json.loads(line) for line in read_text(run / ckpt.METRICS, "metrics").splitlines()] if (run / ckpt.METRICS).exists() else []
     shown = []
     if history:
         save_curves(history, out / "curves.png")
         shown.append(("Training", out / "curves.png", "per epoch, on the training (solid) and validation (dashed) data"))
     shown += draw_all(model, dataset, out, seed)
     model.train(was_training)
-    config = (run / ckpt.CONFIG).read_text() if (run / ckpt.CONFIG).exists() else "{}"
-    evaluation = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
+    config = read_text(run / ckpt.CONFIG, "run's config") if (run / ckpt.CONFIG).exists() else "{}"
+    evaluation = read_json(run / "eval.json", "evaluation") if (run / "eval.json").exists() else None
     write_text(out / REPORT, _html(run.name, config, evaluation, shown))
     return out / REPORT
 

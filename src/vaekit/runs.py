@@ -58,6 +58,10 @@ def prepare(config: Config, progress: bool = False) -> tuple[Config, Dataset]:
                           "give the data to evaluate on (vaekit.evaluate(model, x))")
     if data.name == ckpt.DATA:
         data = replace(data, name=str(Path(config.out) / ckpt.DATA))
+    folder = Path(data.name)
+    if config.out is not None and folder.is_dir() and Path(config.out).resolve().is_relative_to(folder.resolve()):
+        raise VaekitError(f"--out {config.out}: inside the data folder {data.name}, where the run's own files would be "
+                          "read as data next time; choose a run directory outside it")
     dataset = load_dataset(data, progress=progress)
     config = resolve(config, dataset)
     if config.model.likelihood == "bernoulli":
@@ -94,7 +98,7 @@ def prepare_memory(model: Autoencoder, data: Any, val: Any, test: Any, out: str 
     if issubclass(model.likelihood, Bernoulli):
         dataset.check_unit_range()
     use_objective(model, objective)
-    return replace(config, out=str(out) if out is not None else "", model=model.describe(),
+    return replace(config, out=str(out) if out is not None else None, model=model.describe(),
                    data=DataConfig(name=ckpt.DATA if out is not None else IN_MEMORY, binarize="none")), dataset
 
 

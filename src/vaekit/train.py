@@ -33,6 +33,7 @@ from .data import Dataset, MemoryPart
 from .errors import VaekitError
 from .evaluation import mean_loss
 from .files import RunLock, remove_temporaries, write_text
+from .limits import check_training_fits
 from .models import Autoencoder, build
 from .objectives import Objective, kl_warmup
 from .runs import check_resumable, choose_device, prepare, prepare_memory
@@ -148,6 +149,7 @@ class Trainer:
         tc = self.tc
         self.noise = torch.Generator(device).manual_seed(tc.seed if world.size == 1 else _rank_seed(tc.seed, world.rank, 0))
         model.config = config
+        check_training_fits(model, tc.batch_size)
         model.to(device)
         if self._has_run() and not resume:
             raise VaekitError(f"{self.out}: already holds a run; resume it with --resume (fit(..., resume=True)) or choose another --out")

@@ -20,6 +20,7 @@ from .data import Dataset
 from .data.parts import materialize
 from .data.readers import read_image_tensor, read_mask
 from .errors import VaekitError
+from .limits import checked
 
 
 def test_images(model, dataset: Dataset, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -44,6 +45,7 @@ def _own(model, y):
     return y if model.conditional else None
 
 
+@checked
 def sample(model, dataset, out: Path, n: int = 64, temperature: float = 1.0, label: list[int] | None = None, seed: int = 0) -> dict[str, Any]:
     """Decoded prior samples; a conditional model's per label (``label``: the classes to draw, default all)."""
     if model.conditional:
@@ -54,6 +56,7 @@ def sample(model, dataset, out: Path, n: int = 64, temperature: float = 1.0, lab
     return report.draw_samples(model, out / "samples.png", n, temperature, seed)
 
 
+@checked
 def style(model, dataset, out: Path, n: int = 8, seed: int = 0) -> dict[str, Any]:
     """A conditional model's test images, each decoded under every label in its own style."""
     if not model.conditional:
@@ -62,18 +65,21 @@ def style(model, dataset, out: Path, n: int = 8, seed: int = 0) -> dict[str, Any
     return report.draw_style_transfer(model, x, y, out / "style.png")
 
 
+@checked
 def reconstruct(model, dataset, out: Path, n: int = 8, seed: int = 0) -> dict[str, Any]:
     """Test images above their reconstructions."""
     x, y = test_images(model, dataset, n, seed)
     return report.draw_reconstructions(model, x, out / "reconstructions.png", y)
 
 
+@checked
 def denoise(model, dataset, out: Path, n: int = 8, corruption: str | None = None, noise: float | None = None, seed: int = 0) -> dict[str, Any]:
     """Corrupted, denoised and clean test images (a denoising autoencoder's own corruption unless named)."""
     x, y = test_images(model, dataset, n, seed)
     return report.draw_denoise(model, x, out / "denoise.png", corruption, noise, seed, _own(model, y))
 
 
+@checked
 def impute(model, dataset, out: Path, mask: str = "bottom", fraction: float = 0.5, method: str = "pseudo-gibbs", steps: int = 200,
            n: int = 500, seed: int = 0) -> dict[str, Any]:
     """Missing pixels of ``n`` test images filled in, the chains started from the training mean; the error over
@@ -92,6 +98,7 @@ def impute(model, dataset, out: Path, mask: str = "bottom", fraction: float = 0.
     return info
 
 
+@checked
 def interpolate(model, dataset, out: Path, pair: list[list[int]] | None = None, files: list[str] | None = None, steps: int = 10,
                 label: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Decodes along the way between the codes of two test images (``pair``: their indices, repeatable) or two
@@ -114,16 +121,20 @@ def interpolate(model, dataset, out: Path, pair: list[list[int]] | None = None, 
     return report.draw_interpolations(model, pairs, out / "interpolations.png", steps, labels)
 
 
+@checked
 def traverse(model, dataset, out: Path, index: int = 0, units: str | list[int] | None = None, top: int = 8, span: float = 3.0,
              steps: int = 9, label: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Each of ``units`` (default: the ``top`` most active) swept from −span to span around test image ``index``'s code."""
     x, y = test_images(model, dataset, max(500, index + 1), seed)
+    if index >= len(x):
+        raise VaekitError(f"--index {index}: out of range (the test split has {len(x)} images)")
     y = _own(model, y)
     units = (parse_units(units) if isinstance(units, str) else units) or explore.most_active_units(model, x, top, y)
     shown = None if y is None else (int(y[index]) if label is None else label)
     return report.draw_traverse(model, x[index], out / "traverse.png", units, span, steps, None if y is None else y[index], shown)
 
 
+@checked
 def manifold(model, dataset, out: Path, n: int = 20, units: str | list[int] | None = None, label: int | None = None,
              seed: int = 0) -> dict[str, Any]:
     """Kingma & Welling's Figure 4: decodes over an inverse-CDF grid of two units (0, 1 for a 2-D code, else the
@@ -139,10 +150,14 @@ def manifold(model, dataset, out: Path, n: int = 20, units: str | list[int] | No
     return report.draw_manifold(model, out / "manifold.png", n, tuple(units), label)
 
 
+@checked
 def embed(model, dataset, out: Path, n: int = 2000, method: str = "pca", compare: str | None = None, seed: int = 0) -> dict[str, Any]:
     """Posterior means of ``n`` test examples coloured by label, beside those of the run ``compare`` when given."""
     x, y = materialize(dataset.test, n, model.device, seed)
     other = ckpt.load(compare, model.device) if compare else None
+    if other is not None and other.input_shape != model.input_shape:
+        raise VaekitError(f"--compare {compare}: its model takes inputs of shape {list(other.input_shape)}, "
+                          f"this run's {list(model.input_shape)}; compare runs trained on the same data")
     return report.draw_embed(model, x, y, out / "embedding.png", method, other, dataset.classes, seed)
 
 

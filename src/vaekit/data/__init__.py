@@ -11,7 +11,7 @@ import torch
 from ..config import DataConfig
 from ..errors import VaekitError
 from .parts import MemoryPart, Part, StreamPart, unit_scale
-from .readers import SPLITS, is_presplit, read_csv, read_frey, read_idx, read_image_folder, read_npy, read_npz, read_splits
+from .readers import SPLITS, check_array, is_presplit, npy_header, read_csv, read_frey, read_idx, read_image_folder, read_npy, read_npz, read_splits
 from .sources import SOURCES, default_data_dir, fetch
 
 NAMES = ("digits", *SOURCES)
@@ -80,6 +80,10 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
         ytr = read_idx(folder / "train-labels-idx1-ubyte.gz", 1).astype(np.int64)
         xte = read_idx(folder / "t10k-images-idx3-ubyte.gz", 3)[:, None]
         yte = read_idx(folder / "t10k-labels-idx1-ubyte.gz", 1).astype(np.int64)
+        for images, labels, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+            if len(images) != len(labels):
+                raise VaekitError(f"{folder / f'{split}-labels-idx1-ubyte.gz'}: {len(labels)} labels for {len(images)} images; "
+                                  "delete the data set's files to download them again")
         return _split(name, cfg, xtr, ytr, (xte, yte), 255.0, "image", [str(i) for i in range(10)])
     if name == "frey-face":
         folder = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
@@ -132,10 +136,9 @@ def _as_storable(x: np.ndarray, path: Path) -> np.ndarray:
     """uint8 stays uint8 (scaled per batch); everything else becomes finite float32."""
     if len(x) == 0:
         raise VaekitError(f"{path}: empty data set: no rows to train or evaluate on")
+    check_array(x.shape, x.dtype, path)
     if x.dtype == np.uint8:
         return x
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise VaekitError(f"{path}: dtype {x.dtype} is not real numbers")
     x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -196,7 +199,7 @@ def _cut(y, lo, hi):
 
 def _split_stream(cfg: DataConfig, path: Path) -> Dataset:
     probe = StreamPart(path, 0, 1, 1.0)
-    n = int(np.load(path, mmap_mode="r").shape[0])
+    n = int(npy_header(path)[0][0])
     n_test = split_count(cfg.test_size, n, "test_size")
     n_val = split_count(cfg.val_size, n - n_test, "val_size")
     scale = unit_scale(probe.dtype)

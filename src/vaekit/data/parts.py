@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import VaekitError
+from .readers import npy_header
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]  # x (B, *shape) float, y (B,) int64 or None
 EVAL_SEED = 7919  # fixes the binarization and z draws of an evaluation, so epochs compare like with like
@@ -109,12 +110,7 @@ class StreamPart(Part):
 
     def __init__(self, path: Path, lo: int, hi: int, scale: float, chunk_batches: int = 64):
         self.path, self.lo, self.hi, self.scale, self.chunk_batches = Path(path), lo, hi, scale, chunk_batches
-        header = np.load(self.path, mmap_mode="r")  # reads the header only; rows are read below with plain reads
-        shape, dtype, self.offset = header.shape, header.dtype, header.offset
-        fortran = not header.flags.c_contiguous
-        del header
-        if fortran:
-            raise VaekitError(f"{path}: stored in Fortran order; streaming needs a C-order .npy (np.ascontiguousarray)")
+        shape, dtype, self.offset = npy_header(self.path)
         if len(shape) not in (2, 3) and not (len(shape) == 4 and shape[1] in (1, 3, 4)):
             raise VaekitError(f"{path}: shape {shape}; streaming reads (N, D), (N, H, W) or (N, C, H, W) rows")
         self.dtype = dtype

@@ -9,6 +9,7 @@ import csv
 import gzip
 import math
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,20 @@ def read_frey(folder: Path) -> np.ndarray:
     return np.ascontiguousarray(faces, dtype=np.uint8)[:, None]
 
 
+def check_array(shape: tuple[int, ...], dtype: np.dtype, path: Path) -> None:
+    """What every array read as data must be, loaded or streamed: real numbers (uint8, integers or floats; not
+    bool, complex, strings or objects) in rows that each hold at least one value."""
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise VaekitError(f"{path}: dtype {dtype} is not real numbers; expected uint8, integers or floats")
+    if len(shape) < 2:
+        raise VaekitError(f"{path}: array of shape {tuple(shape)}; expected rows, (N, D) or (N, H, W[, C])")
+    if math.prod(shape[1:]) == 0:
+        raise VaekitError(f"{path}: rows of shape {tuple(shape[1:])} hold no values")
+
+
 def as_rows(a: np.ndarray, path: Path) -> np.ndarray:
     """View an array as (N, D) table rows or (N, C, H, W) images."""
+    check_array(a.shape, a.dtype, path)
     if a.ndim == 2:
         return a
     if a.ndim == 3:
@@ -79,10 +92,13 @@ def as_rows(a: np.ndarray, path: Path) -> np.ndarray:
     raise VaekitError(f"{path}: array of shape {a.shape} has rank {a.ndim}; expected (N, D), (N, H, W) or (N, H, W, C)")
 
 
+_BROKEN = (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile)  # what numpy raises for a damaged file
+
+
 def _open_npz(path: Path):
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except _BROKEN as e:
         raise VaekitError(f"{path}: not a readable .npz file ({e})") from None
 
 
@@ -97,8 +113,8 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             x = z[xk]
             yk = next((k for k in ("y", "labels") if k in keys), None)
             y = z[yk] if yk else None
-        except ValueError as e:  # object arrays need pickle, which we never load
-            raise VaekitError(f"{path}: {e}") from None
+        except _BROKEN as e:  # a truncated member, or an object array, which needs pickle, which we never load
+            raise VaekitError(f"{path}: cannot read array {xk!r} ({e})") from None
     x = as_rows(x, path)
     if y is not None and (y.ndim != 1 or len(y) != len(x)):
         raise VaekitError(f"{path}: labels have shape {y.shape}, expected ({len(x)},)")
@@ -123,8 +139,8 @@ def read_splits(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
             raise VaekitError(f"{path}: a pre-split .npz needs arrays {', '.join(SPLITS)}; {', '.join(missing)} missing")
         try:
             out = [(as_rows(z[k], path), z[f"{k}_labels"] if f"{k}_labels" in keys else None) for k in SPLITS]
-        except ValueError as e:  # object arrays need pickle, which we never load
-            raise VaekitError(f"{path}: {e}") from None
+        except _BROKEN as e:  # a truncated member, or an object array, which needs pickle, which we never load
+            raise VaekitError(f"{path}: cannot read its arrays ({e})") from None
     for (x, y), k in zip(out, SPLITS):
         if y is not None and (y.ndim != 1 or len(y) != len(x)):
             raise VaekitError(f"{path}: {k}_labels has shape {y.shape}, expected ({len(x)},)")
@@ -133,11 +149,29 @@ def read_splits(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
 
 def read_npy(path: Path, mmap: bool) -> np.ndarray:
     """A .npy file as rows, loaded or memory-mapped; never unpickles."""
+    return as_rows(_load_npy(path, mmap), path)
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of a C-order .npy file, checked as a loaded array is, and its size against
+    what the header promises, without reading the rows."""
+    a = _load_npy(path, mmap=True)  # a memory map reads the header only, and refuses a file shorter than it promises
+    check_array(a.shape, a.dtype, path)
+    shape, dtype, offset, c_order = a.shape, a.dtype, a.offset, a.flags.c_contiguous
+    del a
+    if not c_order:
+        raise VaekitError(f"{path}: stored in Fortran order; streaming needs a C-order .npy (np.ascontiguousarray)")
+    return shape, dtype, offset
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
     try:
         a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except _BROKEN as e:
         raise VaekitError(f"{path}: not a readable .npy file ({e})") from None
-    return as_rows(a, path)
+    if not isinstance(a, np.ndarray):
+        raise VaekitError(f"{path}: a .npz archive, not a .npy file; name it .npz")
+    return a
 
 
 class ImageTooLarge(VaekitError):
@@ -187,13 +221,19 @@ def read_mask(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 def read_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """Images in a folder, or in one subfolder per class (the subfolder names become labels)."""
-    subdirs = sorted(p for p in path.iterdir() if p.is_dir())
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))  # not .git, .ipynb_checkpoints
     groups = [(d, i) for i, d in enumerate(subdirs)] if subdirs else [(path, None)]
+    if subdirs:
+        loose = next((f for f in sorted(path.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES), None)
+        if loose is not None:
+            raise VaekitError(f"{loose}: an image beside the class folders ({', '.join(d.name for d in subdirs)}) would "
+                              "have no class; move it into one, or every image into the top folder")
     images, labels = [], []
     for folder, label in groups:
-        for f in sorted(folder.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+        found = [f for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        if subdirs and not found:
+            raise VaekitError(f"{folder}: a class folder with no images ({', '.join(IMAGE_SUFFIXES)}); remove it or fill it")
+        for f in found:
             a = read_image(f)
             if images and a.shape != images[0].shape:
                 raise VaekitError(f"{f}: image of shape {a.shape}, expected {images[0].shape} like the others")
@@ -212,14 +252,17 @@ def read_csv(path: Path, label_column: str | None, condition_columns: tuple[str,
     """A numeric table with a header row; every cell must be a finite number. ``label_column`` becomes
     integer labels, or ``condition_columns`` float attribute vectors (for a conditional VAE); either leaves x."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first name
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise VaekitError(f"{path}: cannot read CSV ({e})") from None
     rows = [r for r in rows if r]
     if len(rows) < 2:
         raise VaekitError(f"{path}: expected a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    twice = next((h for i, h in enumerate(header) if h in header[:i]), None)
+    if twice is not None:
+        raise VaekitError(f"{path}: the column {twice!r} is named twice in the header; give each column its own name")
     for column in ([label_column] if label_column is not None else []) + list(condition_columns):
         if column not in header:
             raise VaekitError(f"{path}: no column named {column!r} (columns: {', '.join(header)})")
@@ -241,4 +284,9 @@ def read_csv(path: Path, label_column: str | None, condition_columns: tuple[str,
     if label_column is None:
         return values.astype(np.float32), None
     j = header.index(label_column)
-    return np.delete(values, j, axis=1).astype(np.float32), values[:, j].astype(np.int64)
+    labels = values[:, j]
+    odd = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
+    if len(odd):
+        raise VaekitError(f"{path}, line {odd[0] + 2}, column {label_column!r}: label {labels[odd[0]]:g} is not a class "
+                          "number (0, 1, 2, ...)")
+    return np.delete(values, j, axis=1).astype(np.float32), labels.astype(np.int64)

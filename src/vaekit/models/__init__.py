@@ -11,11 +11,13 @@ has ``from_config``; ``build`` turns a ModelConfig into a model by that name.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .. import registry
 from ..config import ModelConfig
 from ..errors import VaekitError
+from ..limits import check_fits
 from ..objectives import Objective
 from ..config import CUSTOM
 from .autoencoder import Autoencoder, DenoisingAutoencoder
@@ -28,7 +30,12 @@ def build(cfg: ModelConfig) -> Autoencoder:
     """The model a resolved config describes: its kind's ``from_config``, the initialization it names, its objective."""
     if cfg.kind == CUSTOM:
         raise VaekitError("model.kind='custom': the model's class has no registered name; load the run with vaekit.load(dir, model=...)")
-    model = registry.lookup("model", cfg.kind).from_config(cfg)
+    kind = registry.lookup("model", cfg.kind)
+    with torch.device("meta"):  # counted before anything is allocated
+        size = sum(p.numel() * p.element_size() for p in kind.from_config(cfg).parameters())
+    check_fits(size, f"the model's weights ({cfg.kind}, model.latent_dim={cfg.latent_dim}, model.hidden={list(cfg.hidden)})",
+               "choose a smaller model.latent_dim or model.hidden")
+    model = kind.from_config(cfg)
     if cfg.init_std is not None:
         for name, p in model.named_parameters():
             if name.endswith("weight"):

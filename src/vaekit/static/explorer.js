@@ -82,7 +82,13 @@ function setupPad() {
   if (info.labels) {
     const names = info.classes || [...Array(COLOURS.length).keys()].map(String);
     const used = [...new Set(info.labels)].sort((a, b) => a - b);
-    $("legend").innerHTML = used.map((l) => `<span style="color:${COLOURS[l % COLOURS.length]}">■ ${names[l] ?? l}</span>`).join(" ");
+    // text nodes, never innerHTML: class names are folder names, which may hold markup
+    $("legend").replaceChildren(...used.flatMap((l, i) => {
+      const item = document.createElement("span");
+      item.style.color = COLOURS[l % COLOURS.length];
+      item.textContent = `■ ${names[l] ?? l}`;
+      return i ? [document.createTextNode(" "), item] : [item];
+    }));
   }
   const decodePad = coalesced(async (vector) => { $("pad-image").src = (await api("/api/decode", {z: vector})).image; });
   canvas.addEventListener("pointermove", (event) => {

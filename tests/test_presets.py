@@ -7,7 +7,8 @@ from PIL import Image
 
 from vaekit import build
 from vaekit.cli import main
-from vaekit.config import PRESETS, Config, preset
+from vaekit.config import Config
+from vaekit.presets import PRESETS, preset
 from vaekit.errors import VaekitError
 
 SHAPES = {"mnist": (1, 28, 28), "frey-face": (1, 28, 20)}

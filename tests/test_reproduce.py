@@ -194,3 +194,27 @@ def test_aevb_fig3_over_seeds_shows_their_means_and_monte_carlo_ems_acceptance(t
     assert "tuned towards 90 % acceptance" in summary
     assert all("hmc_acceptance" not in p for p in r["points"] if p["method"] != "MCEM")
 
+
+
+def test_iwae_table1_on_digits_trains_each_row_for_its_budget_and_sets_the_paper_beside_it(tmp_path, capsys):
+    assert main(["reproduce", "iwae-table1", "--dataset", "digits", "--budget-minutes", "0.05", "--rows", "vae-1,iwae5-1",
+                 "--k", "40", "--test-rows", "60", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = tmp_path / "iwae-table1"
+    r = json.loads((out / "table1.json").read_text())
+    rows = {row["row"]: row for row in r["rows"]}
+    assert list(rows) == ["vae-1", "iwae5-1"]
+    assert (rows["vae-1"]["paper"], rows["iwae5-1"]["paper"]) == (-86.76, -85.54)  # Burda et al., Table 1
+    for row in rows.values():
+        assert row["test_images"] == 60 and row["k_eval"] == 40 and row["epochs"] >= 1
+        # the importance-sampled bound is above the ELBO on the same images (up to noise)
+        assert row["log_px"] > row["elbo"] - 3 * row["elbo_se"]
+        # each row trained for its 3 s: the run ends at the epoch boundary nearest to the budget
+        last_epoch = row["train_minutes"] * 60 / row["epochs"]
+        assert row["wall_minutes"] * 60 < 3 + 2 * last_epoch + 2
+    cfg = json.loads((out / "iwae5-1" / "config.json").read_text())
+    assert (cfg["model"]["objective"], cfg["model"]["iwae_k"], cfg["train"]["schedule"], cfg["train"]["eps"]) == ("iwae", 5, "burda", 1e-4)
+    table = (out / "table1.md").read_text()
+    assert "| vae-1 | ELBO |" in table and "-86.76" in table and "| iwae5-1 | IWAE k = 5 |" in table
+    assert (out / "table1.png").stat().st_size > 1000 and len(r["curves"]["vae-1"]) == rows["vae-1"]["epochs"]
+    assert main(["reproduce", "iwae-table1", "--rows", "vae-3", "--out", str(tmp_path)]) == 2
+    assert "--rows 'vae-3': expected comma-separated rows from vae-1" in capsys.readouterr().err

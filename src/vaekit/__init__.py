@@ -15,7 +15,8 @@ from .evaluation import evaluate, log_likelihood
 from .models import VAE, Autoencoder, ConditionalVAE, DenoisingAutoencoder, HierarchicalVAE, build
 from .objectives import ELBO, IWAE, LossOutput, ScoreFunction
 from .registry import register
-from .train import Run, fit
+from .train import fit
+from .trainer import Run
 
 __all__ = ["Autoencoder", "ConditionalVAE", "Config", "DataConfig", "DenoisingAutoencoder", "ELBO", "HierarchicalVAE", "IWAE",
            "LossOutput", "ModelConfig", "Run", "ScoreFunction", "TrainConfig", "VAE", "VaekitError", "build", "distributions",

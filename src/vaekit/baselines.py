@@ -106,6 +106,7 @@ class WakeSleepStep:
         model, tc = trainer.model, trainer.tc
         self.model = model
         self.wake, self.sleep = steps.make_optimizer(model.decoder.parameters(), tc), steps.make_optimizer(model.encoder.parameters(), tc)
+        self.optimizers = [self.wake, self.sleep]
 
     def __call__(self, x, y, kl_weight, generator, weight):
         wake = wake_sleep_step(self.model, x, self.wake, self.sleep, generator)["wake"]
@@ -130,6 +131,7 @@ class MCEMStep:
     def __init__(self, trainer):
         model, tc = trainer.model, trainer.tc
         self.model, self.opt = model, steps.make_optimizer(model.decoder.parameters(), tc)
+        self.optimizers = [self.opt]
         self.z = torch.zeros(len(trainer.dataset.train), model.latent_dim, device=trainer.device)
         self.step_size, self.accepted, self.steps = 0.1, 0.0, 0
 

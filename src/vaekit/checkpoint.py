@@ -43,8 +43,14 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_state(model: torch.nn.Module, tensors: Mapping[str, Any], source: Path) -> None:
-    """Load a state dict after checking that every tensor is there with the model's shape and dtype and finite
-    values, none besides."""
+    """Load a state dict after ``check_state`` has passed it."""
+    check_state(model, tensors, source)
+    model.load_state_dict(dict(tensors))
+
+
+def check_state(model: torch.nn.Module, tensors: Mapping[str, Any], source: Path) -> None:
+    """Refuse a state dict unless every tensor of the model's is there with its shape and dtype and finite values,
+    none besides."""
     expected = model.state_dict()
     if not isinstance(tensors, Mapping):
         raise VaekitError(f"{source}: the weights are a {type(tensors).__name__}, expected a mapping of names to tensors")
@@ -62,7 +68,6 @@ def load_state(model: torch.nn.Module, tensors: Mapping[str, Any], source: Path)
     extra = sorted(set(tensors) - set(expected))
     if extra:
         raise VaekitError(f"{source}: unexpected tensor {extra[0]!r}; the checkpoint is of another architecture than its config.json")
-    model.load_state_dict(dict(tensors))
 
 
 def save_trainer_state(state: dict[str, Any], path: Path) -> None:

@@ -9,66 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-# flag -> (config key, type); a flag given on the command line becomes a --set override
-TRAIN_FLAGS = {
-    "data": ("data.name", str, "built-in data set (digits, mnist, fashion-mnist, frey-face) or a .npy/.npz/.csv file or image folder"),
-    "val_data": ("data.val", str, "a file of validation rows (default: held out of --data)"),
-    "test_data": ("data.test", str, "a file of test rows (default: the data set's own, or held out of --data)"),
-    "data_dir": ("data.data_dir", str, "where named data sets are kept (default $VAEKIT_DATA_DIR or ~/.cache/vaekit)"),
-    "binarize": ("data.binarize", str, "auto, dynamic, static or none"),
-    "model": ("model.kind", str, "vae, ae, dae, hvae (stochastic layers) or cvae (conditioned on labels)"),
-    "net": ("model.net", str, "mlp or conv"),
-    "latent_dim": ("model.latent_dim", int, "size of z"),
-    "hidden": ("model.hidden", lambda s: [int(v) for v in s.split(",")], "MLP hidden widths, e.g. 400 or 500,500"),
-    "likelihood": ("model.likelihood", str, "auto, bernoulli, gaussian, gaussian-learned or categorical"),
-    "beta": ("model.beta", float, "weight of the KL term"),
-    "objective": ("model.objective", str, "elbo, or iwae: the K-sample importance weighted bound"),
-    "k": ("model.iwae_k", int, "K, importance samples of the iwae objective"),
-    "estimator": ("model.estimator", str, "encoder gradient: reparameterization, score-function or score-function-baseline"),
-    "epochs": ("train.epochs", int, "passes over the training data"),
-    "batch_size": ("train.batch_size", int, "minibatch size M"),
-    "lr": ("train.lr", float, "learning rate"),
-    "optimizer": ("train.optimizer", str, "adam, adagrad or sgd"),
-    "seed": ("train.seed", int, "seed for initialization and all sampling"),
-    "device": ("train.device", str, "auto, cpu, cuda or cuda:N"),
-    "precision": ("train.precision", str, "fp32, or bf16: the networks under bfloat16 autocast"),
-    "threads": ("train.threads", int, "CPU threads (torch.set_num_threads)"),
-    "out": ("out", str, "run directory to write"),
-}
-
-
-# The explore commands: (help, {flag: argparse keywords}); each calls the function of the same name in vaekit.views,
-# whose defaults are the command's defaults.
-VIEWS = {
-    "sample": ("a grid of decoded prior samples", {
-        "--n": dict(type=int), "--temperature": dict(type=float, help="z ~ N(0, T² I)"),
-        "--label": dict(type=int, action="append", help="conditional VAE: the class to generate (repeatable; default all)")}),
-    "style": ("conditional VAE: test images, each decoded under every label in its own style", {"--n": dict(type=int)}),
-    "reconstruct": ("test images above their reconstructions", {"--n": dict(type=int)}),
-    "denoise": ("corrupted, denoised and clean test images", {
-        "--n": dict(type=int), "--corruption": dict(choices=("gaussian", "mask", "salt-pepper"), help="default: the DAE's own, else mask"),
-        "--noise": dict(type=float, help="corruption level (default: the DAE's own, else 0.25)")}),
-    "impute": ("fill in missing pixels of test images; error against mean imputation", {
-        "--mask": dict(help="left, right, top, bottom, random, or a .npy/.png file (nonzero = missing); default bottom"),
-        "--fraction": dict(type=float, help="share of pixels missing for --mask random"),
-        "--method": dict(choices=("pseudo-gibbs", "metropolis")), "--steps": dict(type=int),
-        "--n": dict(type=int, help="test images to measure the error on (the picture shows 8)")}),
-    "interpolate": ("decode the way between two test images' codes, linear and spherical", {
-        "--label": dict(type=int, help="conditional VAE: decode under this label (default: the first image's)"),
-        "--pair": dict(type=int, nargs=2, action="append", metavar=("I", "J"), help="test indices (repeatable)"),
-        "--files": dict(nargs=2, metavar=("A", "B"), help="two image files instead"), "--steps": dict(type=int)}),
-    "traverse": ("sweep each latent unit around an input's code", {
-        "--label": dict(type=int, help="conditional VAE: decode under this label (default: the image's own)"),
-        "--index": dict(type=int, help="test image whose code the sweep starts from"),
-        "--units": dict(help="comma-separated units (default: the --top most active)"), "--top": dict(type=int),
-        "--span": dict(type=float), "--steps": dict(type=int)}),
-    "manifold": ("decode an inverse-CDF grid over two latent units (Kingma & Welling, Figure 4)", {
-        "--label": dict(type=int, help="conditional VAE: the label to decode under (required for one)"), "--n": dict(type=int),
-        "--units": dict(help="two units, e.g. 0,1 (default: 0,1 for a 2-D code, else the two most active)")}),
-    "embed": ("scatter of posterior means coloured by label", {
-        "--n": dict(type=int), "--method": dict(choices=("pca", "tsne")),
-        "--compare": dict(help="a second run (e.g. an autoencoder) drawn beside this one")}),
-}
+from .flags import TRAIN_FLAGS, VIEWS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,15 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="other data of the same shape (a file or a data set's name)")
     p.add_argument("--data-dir", help="where named data sets are kept")
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("reproduce", help="rerun an experiment of Kingma & Welling (2013): figures, raw numbers, a summary")
-    p.add_argument("experiment", choices=("grad-variance", "aevb-fig2", "aevb-fig3"))
+    p = sub.add_parser("reproduce", help="rerun an experiment of Kingma & Welling (2013) or Burda et al.'s (2015) Table 1: "
+                                         "figures, raw numbers, a summary")
+    p.add_argument("experiment", choices=("grad-variance", "aevb-fig2", "aevb-fig3", "iwae-table1"))
     p.add_argument("--train-sizes", help="aevb-fig3: comma-separated training set sizes (default 1000,50000)")
     p.add_argument("--latent-sizes", help="aevb-fig2: comma-separated N_z (default the paper's for the data set)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--budget", type=int, default=600_000, help="training samples to evaluate")
     p.add_argument("--checkpoints", type=int, default=6)
     p.add_argument("--draws", type=int, default=50, help="draws of z per variance estimate")
-    p.add_argument("--test-rows", type=int, default=100, help="aevb-fig3: test images whose log p(x) is estimated")
+    p.add_argument("--test-rows", type=int, help="aevb-fig3, iwae-table1: test images whose log p(x) is estimated "
+                                                 "(default 100 for aevb-fig3, all for iwae-table1)")
+    p.add_argument("--budget-minutes", type=float, default=10.0, help="iwae-table1: minutes of training per row")
+    p.add_argument("--rows", help="iwae-table1: comma-separated rows (default vae-1,iwae5-1,iwae50-1,vae-2,iwae50-2)")
+    p.add_argument("--k", type=int, default=5000, help="iwae-table1: importance samples of the test log p(x)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
@@ -189,7 +135,7 @@ def _picture_options(p) -> None:
 
 
 def _train(args) -> int:
-    from .config import preset
+    from .presets import preset
     from .distributed import world_from_env
     from .errors import VaekitError
     from .report import write_report
@@ -310,7 +256,8 @@ def _reproduce(args) -> int:
 
     out = run(args.experiment, Path(args.out) / args.experiment, dataset=args.dataset, budget=args.budget, checkpoints=args.checkpoints,
               draws=args.draws, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, test_rows=args.test_rows,
-              train_sizes=args.train_sizes, latent_sizes=args.latent_sizes, progress=not args.no_progress)
+              train_sizes=args.train_sizes, latent_sizes=args.latent_sizes, progress=not args.no_progress,
+              budget_minutes=args.budget_minutes, rows=args.rows, k=args.k)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
     return 0

@@ -53,7 +53,10 @@ class ModelConfig:
     stochastic_layers: tuple[int, ...] = ()  # hvae: sizes of the stochastic layers below z, from x up (Burda et al.: [100])
     upper_hidden: tuple[int, ...] = (100, 100)  # hvae: deterministic widths between two stochastic layers
     likelihood: str = "auto"  # auto (from the data), bernoulli, gaussian, gaussian-learned, categorical, or a registered one
-    prior: str = "standard-normal"  # p(z): standard-normal or a registered prior
+    prior: str = "standard-normal"  # p(z): standard-normal, mog (a learned mixture), vamp (the VampPrior) or a registered prior
+    prior_components: int | None = None  # mog, vamp: components of the mixture (None: 10 for mog, 500 for vamp as in the paper)
+    posterior: str = "gaussian"  # q(z|x): gaussian (diagonal), planar or iaf (normalizing flows on it), or a registered one
+    flow_steps: int = 4  # planar, iaf: steps of the flow
     sigma: float = 1.0  # the fixed σ of the "gaussian" likelihood (at least 1e-6: below, 1/σ² overflows float32 losses)
     gaussian_mean: Literal["linear", "sigmoid"] = "linear"  # sigmoid: the Gaussian decoders' mean kept in (0, 1)
     beta: float = 1.0  # weight of the KL term (β-VAE)
@@ -61,17 +64,18 @@ class ModelConfig:
     objective: str = "auto"  # auto (the model's own: elbo, or reconstruction for ae/dae), elbo, iwae, or a registered one
     iwae_k: int = 50  # K of the iwae objective; K = 1 is the ELBO with the sampled KL
     kl_estimator: Literal["analytic", "sampled"] = "analytic"  # the ELBO's KL in closed form, or log q(z|x) − log p(z)
-    estimator: Literal["reparameterization", "score-function", "score-function-baseline"] = "reparameterization"  # encoder gradient
+    estimator: Literal["reparameterization", "score-function", "score-function-baseline", "dreg"] = "reparameterization"  # encoder gradient; dreg: iwae's doubly reparameterized one
     corruption: Literal["gaussian", "mask", "salt-pepper"] = "gaussian"  # denoising AE only
     noise: float = 0.3  # DAE corruption level: σ of the Gaussian, or the fraction of pixels hit
     init_std: float | None = None  # weights from N(0, init_std²) as in the AEVB paper; None: PyTorch's default
+    init_output_bias: bool = False  # the decoder's output bias from the training data's mean (Burda et al.'s code)
     input_shape: tuple[int, ...] | None = None  # filled in from the data: (C, H, W) images, (D,) tables
     n_classes: int | None = None  # cvae: filled in from the data: the number of classes, or of condition columns
 
     def __post_init__(self):
         _validate_fields(self, "model")
         _check(self, "model", latent_dim=">=1", stochastic_layers=">=1", upper_hidden=">=1", hidden=">=1", channels=">=1", sigma=">=1e-6", beta=">=0",
-               mc_samples=">=1", iwae_k=">=1", noise=">=0", init_std=">0", input_shape=">=1", n_classes=">=1")
+               mc_samples=">=1", iwae_k=">=1", noise=">=0", prior_components=">=1", flow_steps=">=1", init_std=">0", input_shape=">=1", n_classes=">=1")
         if self.kind == "hvae" and not self.stochastic_layers:
             raise VaekitError("model.stochastic_layers: a hierarchical VAE (model.kind=hvae) needs at least one layer below z, e.g. [100]")
         if self.net == "conv" and not self.channels:
@@ -107,12 +111,47 @@ class TrainConfig:
     fused: bool = True  # the hand-derived step (vaekit.fused) for the MLP Bernoulli VAE, where it applies
     flush_denormal: bool = True  # on the CPU, numbers below 1.2e-38 read and written as 0 (FTZ/DAZ), process-wide
     tensorboard: bool = True  # also log to TensorBoard when the optional extra is installed
+    schedule: Literal["constant", "step", "exponential", "cosine", "burda"] = "constant"  # the learning rate per step
+    warmup_steps: int = 0  # a linear warm-up of the learning rate in front of the schedule
+    milestones: tuple[int, ...] = ()  # step schedule: the epochs at which the rate is multiplied by gamma
+    gamma: float = 0.1  # step schedule: the factor per milestone; exponential: the factor per epoch
+    lr_min: float = 0.0  # cosine schedule: the rate it ends at
+    betas: tuple[float, ...] = (0.9, 0.999)  # Adam's β₁, β₂
+    eps: float = 1e-8  # Adam's and Adagrad's ε (Burda et al.: 1e-4)
+    time_budget: float | str | None = None  # seconds of training, or "10m", "2h"; the schedule stretched over it
+    ema: bool = False  # keep an exponential moving average of the weights: validated, tested and saved as the model
+    ema_decay: float = 0.999  # the average's weight on its past per step
+    select_on: Literal["loss", "elbo", "iwae"] = "loss"  # the validation figure that early stopping and model choice follow
+    select_k: int = 50  # K of the validation IWAE bound when select_on is iwae
 
     def __post_init__(self):
+        if isinstance(self.time_budget, str):
+            object.__setattr__(self, "time_budget", parse_duration(self.time_budget, "train.time_budget"))
         _validate_fields(self, "train")
         _check(self, "train", lr=">0", batch_size=">=1", epochs=">=0", max_steps=">=1", weight_decay=">=0",
                grad_clip=">0", kl_warmup_steps=">=0", early_stopping=">=1", checkpoint_every=">=1",
-               checkpoint_steps=">=1", threads=">=1", seed=">=0")
+               checkpoint_steps=">=1", threads=">=1", seed=">=0", warmup_steps=">=0", milestones=">=1", gamma=">0",
+               lr_min=">=0", eps=">0", time_budget=">0", ema_decay=">0", select_k=">=1")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise VaekitError(f"train.betas: expected two numbers in [0, 1), got {list(self.betas)}")
+        if self.ema_decay >= 1:
+            raise VaekitError(f"train.ema_decay: expected a number below 1, got {self.ema_decay!r}")
+        if self.lr_min > self.lr:
+            raise VaekitError(f"train.lr_min={self.lr_min:g}: the cosine schedule's floor must not exceed train.lr={self.lr:g}")
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds from "90", "90s", "10m" or "1.5h"; one line naming ``what`` otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    scale = units.get(t[-1:], None)
+    try:
+        value = float(t[:-1] if scale else t) * (scale or 1)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise VaekitError(f"{what}={text!r}: expected a duration such as 600, 90s, 10m or 1.5h")
+    return value
 
 
 @dataclass(frozen=True)
@@ -178,58 +217,6 @@ def _assign(d: dict[str, Any], a: str) -> str:
     return key.strip()
 
 
-# Architectures of the literature by name: (where it comes from, the config values it sets).
-# A preset is applied first; flags and --set given with it still override it.
-PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "pytorch-example": (
-        "pytorch/examples vae/main.py: 784-400-20 ReLU MLP, BCE on grey-level MNIST, Adam 1e-3, batch 128, 10 epochs",
-        {"data.name": "mnist", "data.binarize": "none", "model.kind": "vae", "model.net": "mlp", "model.hidden": [400],
-         "model.activation": "relu", "model.latent_dim": 20, "model.likelihood": "bernoulli",
-         "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 128, "train.epochs": 10}),
-    "aevb-mnist": (
-        "Kingma & Welling (2013), section 5 and appendix C: 500 tanh units in encoder and decoder, Bernoulli decoder, "
-        "Adagrad (step size from {0.01, 0.02, 0.1}), M = 100, L = 1, weights from N(0, 0.01^2), "
-        "weight decay 1/N from an N(0, I) prior on the weights",
-        {"data.name": "mnist", "model.kind": "vae", "model.net": "mlp", "model.hidden": [500], "model.activation": "tanh",
-         "model.latent_dim": 20, "model.likelihood": "bernoulli", "model.init_std": 0.01, "model.mc_samples": 1,
-         "train.optimizer": "adagrad", "train.lr": 0.02, "train.batch_size": 100, "train.weight_decay": 2e-5}),
-    "aevb-frey": (
-        "Kingma & Welling (2013), section 5 and appendix C: Frey Face, 200 tanh units, Gaussian decoder with learned "
-        "variance and its means squashed into (0, 1) by a sigmoid, Adagrad, M = 100, L = 1, weights from N(0, 0.01^2), "
-        "weight decay 1/N",
-        {"data.name": "frey-face", "model.kind": "vae", "model.net": "mlp", "model.hidden": [200], "model.activation": "tanh",
-         "model.latent_dim": 10, "model.likelihood": "gaussian-learned", "model.gaussian_mean": "sigmoid",
-         "model.init_std": 0.01, "model.mc_samples": 1,
-         "train.optimizer": "adagrad", "train.lr": 0.02, "train.batch_size": 100, "train.weight_decay": 6e-4}),
-    "iwae-1layer": (
-        "Burda, Grosse & Salakhutdinov (2015), section 5: one stochastic layer of 50 units under two deterministic "
-        "layers of 200 tanh units (784-200-200-50), Bernoulli decoder, dynamically binarized MNIST, Adam 1e-3, batch 20 "
-        "(their decaying step-size schedule over 3280 epochs and Adam epsilon 1e-4 are not reproduced)",
-        {"data.name": "mnist", "data.binarize": "dynamic", "model.kind": "vae", "model.net": "mlp", "model.hidden": [200, 200],
-         "model.activation": "tanh", "model.latent_dim": 50, "model.likelihood": "bernoulli",
-         "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 20}),
-    "iwae-2layer": (
-        "Burda, Grosse & Salakhutdinov (2015), section 5: two stochastic layers, 784-200-200-100 (z1) and "
-        "100-100-50 (z2), deterministic layers of tanh units, Bernoulli decoder, dynamically binarized MNIST, "
-        "Adam 1e-3, batch 20 (their step-size schedule and Adam epsilon 1e-4 are not reproduced)",
-        {"data.name": "mnist", "data.binarize": "dynamic", "model.kind": "hvae", "model.net": "mlp", "model.hidden": [200, 200],
-         "model.stochastic_layers": [100], "model.upper_hidden": [100, 100], "model.activation": "tanh", "model.latent_dim": 50,
-         "model.likelihood": "bernoulli", "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 20}),
-    "conv-28": (
-        "a small convolutional VAE for 28x28 images: two stride-2 3x3 conv layers of 32 and 64 channels "
-        "(28 -> 14 -> 7), 20 latent units, transposed convolutions back; Adam 1e-3, batch 128",
-        {"data.name": "mnist", "model.kind": "vae", "model.net": "conv", "model.channels": [32, 64], "model.activation": "relu",
-         "model.latent_dim": 20, "train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 128}),
-}
-
-
-def preset(name: str) -> list[str]:
-    """The ``section.key=value`` assignments of a named preset."""
-    if name not in PRESETS:
-        raise VaekitError(f"preset {name!r}: expected one of {', '.join(PRESETS)}")
-    return [f"{k}={json.dumps(v)}" for k, v in PRESETS[name][1].items()]
-
-
 def load_config(path: str | Path) -> Config:
     """Read a JSON or TOML config file."""
     path = Path(path)
@@ -245,7 +232,8 @@ def load_config(path: str | Path) -> Config:
 
 # Keys every model reads, and the keys of the built-in nets; the rest are read by a model kind, an objective or a
 # likelihood, each of which names its own in ``config_keys``.
-_COMMON_KEYS = frozenset({"kind", "net", "latent_dim", "likelihood", "objective", "init_std", "input_shape", "n_classes"})
+_COMMON_KEYS = frozenset({"kind", "net", "latent_dim", "likelihood", "objective", "init_std", "init_output_bias", "input_shape",
+                          "n_classes"})
 _NET_KEYS = frozenset({"hidden", "channels", "activation"})
 CUSTOM = "custom"  # a part built by hand, with no registered name
 
@@ -261,9 +249,13 @@ def _read_keys(m: dict[str, Any] | Any) -> frozenset[str]:
         net = None if net == CUSTOM else registry.lookup("net", net)
         lik_keys = ({"sigma", "gaussian_mean"} if lik == "auto" else
                     getattr(registry.lookup("likelihood", lik), "config_keys", frozenset()) if lik != CUSTOM else frozenset())
+        parts = [registry.lookup(kind, get(kind)) for kind in ("prior", "posterior")
+                 if kind in model.config_keys and get(kind) != CUSTOM]
     except (VaekitError, TypeError):
         return frozenset(f.name for f in fields(ModelConfig))
-    return _COMMON_KEYS | model.config_keys | objective.config_keys | getattr(net, "config_keys", _NET_KEYS) | lik_keys
+    part_keys = frozenset().union(*(getattr(p, "config_keys", frozenset()) for p in parts))
+    return (_COMMON_KEYS | model.config_keys | objective.config_keys | getattr(net, "config_keys", _NET_KEYS) | lik_keys
+            | part_keys)
 
 
 def _check_applies(cfg: "ModelConfig") -> None:
@@ -276,6 +268,10 @@ def _check_applies(cfg: "ModelConfig") -> None:
     model = part("model", "kind")
     part("net", "net")
     part("prior", "prior")
+    posterior = part("posterior", "posterior")
+    if posterior is not None and not getattr(posterior, "density_anywhere", True) and cfg.estimator != "reparameterization":
+        raise VaekitError(f"model.estimator={cfg.estimator!r} with model.posterior={cfg.posterior!r}: the estimator needs "
+                          "log q(z|x) at any z, which a flow gives at its own draws only; use the reparameterization estimator")
     if cfg.likelihood != "auto":
         part("likelihood", "likelihood")
     if model is None:
@@ -342,6 +338,11 @@ def _coerce(v: Any, tp: Any, source: str, key: str, sep: str = ": ") -> Any:
         if v is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        for a in inner[1:]:  # a second type is a second form the value may take (a duration as "10m")
+            try:
+                return _coerce(v, a, source, key, sep)
+            except VaekitError:
+                pass
         return _coerce(v, inner[0], source, key, sep)
     if origin is Literal:
         if v not in args:

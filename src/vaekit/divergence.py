@@ -18,7 +18,7 @@ from .errors import VaekitError
 
 
 class Trainer(Protocol):
-    """What the checks read of the trainer (``vaekit.train.Trainer``)."""
+    """What the checks read of the trainer (``vaekit.trainer.Trainer``)."""
 
     model: torch.nn.Module
     state: Any

@@ -41,6 +41,20 @@ def mean_loss(model: torch.nn.Module, part: Part, batch_size: int = 1000, device
     return {"loss": loss, "recon": recon, "kl": kl}
 
 
+def validation_bound(model, part: Part, k: int, device: str | torch.device = "cpu", batch_size: int = 500,
+                     seed: int = EVAL_SEED) -> float:
+    """The mean over ``part`` of the importance-sampled bound on log p(x) with ``k`` samples (the IWAE bound),
+    with the same binarization and draws at every call, so that epochs compare like with like."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator(device).manual_seed(seed)
+    total = 0.0
+    for x, y in part.batches(batch_size, noise=g, device=device):
+        total += log_likelihood(model, x, k=k, generator=g, y=y).double().sum().item()
+    model.train(was_training)
+    return total / len(part)
+
+
 def _log_mean_exp_over_samples(log_w_chunks, k: int) -> torch.Tensor:
     """log (1/K) Σ_k exp(log w_k), accumulated chunk by chunk with a stable running log-sum-exp."""
     acc = None

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .distributions import _EXP_MAX, Bernoulli, StandardNormal
+from .distributions import Bernoulli, GaussianPosterior, StandardNormal
+from .distributions.likelihoods import _EXP_MAX
 from .models import VAE
 from .nets import MLPDecoder, MLPEncoder
 from .objectives import ELBO
@@ -29,7 +30,8 @@ def applies(model: nn.Module) -> bool:
     analytic KL, one reparameterized sample per example."""
     if type(model) is not VAE or not isinstance(model.encoder, MLPEncoder) or not isinstance(model.decoder, MLPDecoder):
         return False
-    if model.likelihood is not Bernoulli or model.decoder.n_params != 1 or type(model.prior) is not StandardNormal:
+    if model.likelihood is not Bernoulli or model.decoder.n_params != 1 or type(model.prior) is not StandardNormal \
+            or type(model.posterior) is not GaussianPosterior:
         return False
     objective = model.objective
     if type(objective) is not ELBO or (objective.mc_samples, objective.kl) != (1, "analytic"):

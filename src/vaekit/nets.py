@@ -57,6 +57,11 @@ class MLPDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(-1, (self.n_params, *self.shape))
 
+    @torch.no_grad()
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """The last layer's bias from outputs shaped (n_params, *shape): what the decoder gives when z has no say."""
+        self.net[-1].bias.copy_(params.reshape(-1))
+
 
 def _halvings(h: int, w: int, n: int) -> list[tuple[int, int]]:
     """Spatial sizes after each stride-2 conv with kernel 3 and padding 1: ceil(size / 2)."""
@@ -111,6 +116,12 @@ class ConvDecoder(nn.Module):
         batch = z.shape[:-1]
         out = self.net(z.reshape(-1, z.shape[-1]))  # (B, P·C, H, W)
         return out.reshape(*batch, self.n_params, *self.shape)
+
+    @torch.no_grad()
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """The last transposed convolution's bias from outputs shaped (n_params, C, H, W): one bias per channel,
+        so each channel starts at its mean over the image."""
+        self.net[-1].bias.copy_(params.mean((-2, -1)).reshape(-1))
 
 
 @register("net", "mlp")

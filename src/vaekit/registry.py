@@ -1,4 +1,4 @@
-"""Names for the parts a model is made of: likelihoods, priors, objectives, models and nets.
+"""Names for the parts a model is made of: likelihoods, priors, posteriors, objectives, models and nets.
 
 A name becomes a class here and nowhere else. vaekit's own parts register themselves
 the way a user's do, so a registered name works wherever a built-in one does: in
@@ -18,7 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from .errors import VaekitError
 
-KINDS = ("likelihood", "prior", "objective", "model", "net")
+KINDS = ("likelihood", "prior", "posterior", "objective", "model", "net")
 T = TypeVar("T")
 
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}

@@ -23,7 +23,7 @@ from .models import Autoencoder, use_objective
 from .objectives import Objective
 
 # Keys of a run's config that may change when it is resumed; anything else would make it another run.
-RESUMABLE = {"epochs", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
+RESUMABLE = {"epochs", "time_budget", "max_steps", "early_stopping", "checkpoint_every", "checkpoint_steps", "device", "threads", "tensorboard",
              "precision", "compile", "fused", "flush_denormal"}
 
 

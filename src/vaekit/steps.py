@@ -18,7 +18,11 @@ from .trainstate import load_optimizer
 
 
 class Step(Protocol):
-    """What the trainer calls per minibatch; see the module's docstring."""
+    """What the trainer calls per minibatch; see the module's docstring. ``optimizers`` are the ones whose
+    learning rate ``train.schedule`` sets before each call."""
+
+    optimizers: list[torch.optim.Optimizer]
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, kl_weight: float, generator: torch.Generator,
                  weight: float) -> torch.Tensor: ...
 
@@ -30,10 +34,13 @@ class Step(Protocol):
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``train.optimizer`` names, with its learning rate and weight decay."""
+    """The optimizer ``train.optimizer`` names, with its learning rate, weight decay and (Adam, Adagrad) ε and β."""
     # fused: one kernel over all parameters; on 2 CPU cores Adam's step is 4× faster than the foreach default
-    kinds = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
-    return kinds[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 class GradientStep:
@@ -43,6 +50,7 @@ class GradientStep:
         tc, model, world, device = trainer.tc, trainer.model, trainer.world, trainer.device
         self.model, self.clip = model, tc.grad_clip
         self.opt = make_optimizer(model.parameters(), tc)
+        self.optimizers = [self.opt]
         self.loss = distributed.wrap(model, world, device)
         if tc.compile:  # in place, so the state dict keeps its keys
             for net in _networks(model):

@@ -18,6 +18,7 @@ import torch
 from .errors import VaekitError
 
 STOPS = (None, "max_steps", "early_stopping")
+ADDED = {"trained_seconds": 0.0, "planned_epochs": 0}  # fields a trainer.pt of an earlier version lacks, as they start
 
 
 @dataclass
@@ -33,18 +34,21 @@ class TrainState:
     best: float = math.inf  # the best validation loss
     bad_epochs: int = 0  # epochs since it improved
     stopped: str | None = None  # "max_steps" or "early_stopping" once it stops
+    trained_seconds: float = 0.0  # wall-clock seconds of the epochs completed, over every session (the time budget's)
+    planned_epochs: int = 0  # a time-budgeted run's estimate of the epochs it will reach (0: not yet measured)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: Path) -> "TrainState":
         """The state from trainer.pt's dict, refusing one that lacks a field or holds a value of the wrong kind."""
+        d = {**ADDED, **d}
         names = {f.name for f in fields(cls)}
         missing = sorted(names - set(d))
         if missing:
             raise VaekitError(f"{source}: the trainer state has no {missing[0]!r}; it is damaged or of another version")
-        for name in ("step", "epoch", "batch", "bad_epochs"):
+        for name in ("step", "epoch", "batch", "bad_epochs", "planned_epochs"):
             _check(isinstance(d[name], int) and not isinstance(d[name], bool) and d[name] >= 0, source, name, d[name],
                    "a count (an integer ≥ 0)")
-        for name in ("seconds", "best"):
+        for name in ("seconds", "best", "trained_seconds"):
             _check(isinstance(d[name], (int, float)) and not isinstance(d[name], bool), source, name, d[name], "a number")
         p = d["partial"]
         _check(isinstance(p, torch.Tensor) and p.dim() == 2 and p.shape[1] == 4 and p.shape[0] == d["batch"] * (p.numel() > 0)
@@ -65,11 +69,12 @@ class Checkpoint:
     step_state: dict[str, Any]
     noise: torch.Tensor
     world_size: int
+    averaged: dict[str, torch.Tensor] | None = None  # the weights' moving average, under train.ema
 
     def to_dict(self) -> dict[str, Any]:
         """The dict torch.save writes to trainer.pt."""
         return {**asdict(self.state), "weights": self.weights, "optimizer": self.step_state, "step_kind": self.step_kind,
-                "noise": self.noise, "world_size": self.world_size}
+                "noise": self.noise, "world_size": self.world_size, "averaged": self.averaged}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: Path, noise_like: torch.Tensor) -> "Checkpoint":
@@ -79,14 +84,15 @@ class Checkpoint:
             if name not in d:
                 raise VaekitError(f"{source}: the trainer state has no {name!r}; it is damaged or of another version")
         weights, step_state, noise = d.pop("weights", None), d.pop("optimizer"), d.pop("noise")
-        step_kind, world_size = d.pop("step_kind", "GradientStep"), d.pop("world_size", 1)
+        step_kind, world_size, averaged = d.pop("step_kind", "GradientStep"), d.pop("world_size", 1), d.pop("averaged", None)
         _check(weights is None or isinstance(weights, dict), source, "weights", weights, "a dict of tensors")
+        _check(averaged is None or isinstance(averaged, dict), source, "averaged", averaged, "a dict of tensors")
         _check(isinstance(step_state, dict), source, "optimizer", step_state, "the step's dict of optimizer states")
         _check(isinstance(noise, torch.Tensor) and noise.dtype == noise_like.dtype and noise.shape == noise_like.shape,
                source, "noise", noise, f"a generator state ({noise_like.dtype} of shape {tuple(noise_like.shape)})")
         _check(isinstance(step_kind, str), source, "step_kind", step_kind, "the name of a step")
         _check(isinstance(world_size, int) and world_size >= 1, source, "world_size", world_size, "a number of processes")
-        return cls(TrainState.from_dict(d, source), weights, step_kind, step_state, noise, world_size)
+        return cls(TrainState.from_dict(d, source), weights, step_kind, step_state, noise, world_size, averaged)
 
 
 def load_optimizer(opt: torch.optim.Optimizer, state: Any, what: str = "optimizer") -> None:

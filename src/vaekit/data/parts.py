@@ -67,6 +67,17 @@ class Part:
                 x = bernoulli16(x, noise)
             yield x, (y.to(device) if y is not None else None)
 
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each element's mean and variance over the rows (shape ``self.shape``, float32), as training sees the
+        rows before any binarization: in [0, 1] for 8-bit images."""
+        total = squares = None
+        for x, _ in self._batches(4096, None, 0):
+            x = x.double().mul_(1.0 / self.scale) if x.dtype == torch.uint8 else x.double()
+            total = x.sum(0) if total is None else total.add_(x.sum(0))
+            squares = x.square().sum(0) if squares is None else squares.add_(x.square().sum(0))
+        mean = total / len(self)
+        return mean.float(), (squares / len(self) - mean.square()).clamp_(min=0).float()
+
     def n_batches(self, batch_size: int) -> int:
         """How many minibatches of ``batch_size`` one pass takes (the last may be short)."""
         return -(-len(self) // batch_size)

@@ -62,6 +62,19 @@ class Autoencoder(nn.Module):
         return cls(encoder, decoder, cfg.likelihood, latent_dim=cfg.latent_dim, input_shape=cfg.input_shape,
                    likelihood_options=_likelihood_options(cfg))
 
+    def init_output_bias(self, data_mean: torch.Tensor, data_var: torch.Tensor) -> None:
+        """Set the decoder's output bias so that p(x|z) starts at the data's per-element mean (and variance, for a
+        learned-variance Gaussian), as Burda et al.'s code does: the weights then learn what z adds to the mean."""
+        set_bias = getattr(self.decoder, "set_output_bias", None)
+        if set_bias is None:
+            raise VaekitError(f"model.init_output_bias: the decoder {type(self.decoder).__name__} has no "
+                              "set_output_bias(params) method, so vaekit cannot tell which bias is its output's")
+        try:
+            params = self.likelihood.params_at(data_mean, data_var, **self.likelihood_options)
+        except NotImplementedError as e:
+            raise VaekitError(f"model.init_output_bias: {e}") from None
+        set_bias(params.to(self.device))
+
     @property
     def device(self) -> torch.device:
         """The device the model's parameters are on."""

@@ -10,7 +10,7 @@ from .. import registry
 from ..errors import VaekitError
 from ..nets import MLPDecoder, MLPEncoder
 from .autoencoder import _likelihood_class, _likelihood_options
-from .vae import VAE
+from .vae import VAE, part_from_config
 
 
 @registry.register("model", "cvae")
@@ -23,20 +23,22 @@ class ConditionalVAE(VAE):
     conditional = True
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", *, latent_dim, n_classes: int, prior="standard-normal",
-                 input_shape=None, likelihood_options=None):
-        super().__init__(encoder, decoder, likelihood, latent_dim=latent_dim, prior=prior, input_shape=input_shape,
-                         likelihood_options=likelihood_options)
-        self.n_classes = n_classes
+                 posterior="gaussian", input_shape=None, likelihood_options=None):
+        self.n_classes = n_classes  # before the prior is bound, which asks what the model is conditioned on
+        super().__init__(encoder, decoder, likelihood, latent_dim=latent_dim, prior=prior, posterior=posterior,
+                         input_shape=input_shape, likelihood_options=likelihood_options)
 
     @classmethod
     def from_config(cls, cfg):
         if cfg.net != "mlp" or not cfg.n_classes:
             raise VaekitError("model.kind=cvae needs model.net=mlp and labelled data (model.n_classes is set from it)")
         shape, lik = tuple(cfg.input_shape), _likelihood_class(cfg.likelihood)
-        encoder = MLPEncoder((math.prod(shape) + cfg.n_classes,), cfg.hidden, 2 * cfg.latent_dim, cfg.activation)
+        posterior = part_from_config("posterior", cfg)
+        encoder = MLPEncoder((math.prod(shape) + cfg.n_classes,), cfg.hidden, posterior.n_inputs, cfg.activation)
         decoder = MLPDecoder(shape, cfg.hidden, cfg.latent_dim + cfg.n_classes, lik.n_params, cfg.activation)
-        return cls(encoder, decoder, cfg.likelihood, latent_dim=cfg.latent_dim, n_classes=cfg.n_classes, prior=cfg.prior,
-                   input_shape=shape, likelihood_options=_likelihood_options(cfg))
+        return cls(encoder, decoder, cfg.likelihood, latent_dim=cfg.latent_dim, n_classes=cfg.n_classes,
+                   prior=part_from_config("prior", cfg), posterior=posterior, input_shape=shape,
+                   likelihood_options=_likelihood_options(cfg))
 
     def _condition(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """The condition as a vector per example: a label one-hot, or an attribute vector as it is."""

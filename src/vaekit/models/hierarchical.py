@@ -9,7 +9,7 @@ from ..distributions import DiagonalGaussian, Likelihood
 from ..errors import VaekitError
 from ..nets import MLPEncoder
 from .autoencoder import _likelihood_options, _nets
-from .vae import VAE
+from .vae import VAE, part_from_config
 
 
 def _gaussian(params: torch.Tensor) -> DiagonalGaussian:
@@ -44,7 +44,8 @@ class HierarchicalVAE(VAE):
         dims = (*cfg.stochastic_layers, cfg.latent_dim)  # bottom to top
         ups = nn.ModuleList(MLPEncoder((a,), cfg.upper_hidden, 2 * b, cfg.activation) for a, b in zip(dims, dims[1:]))
         downs = nn.ModuleList(MLPEncoder((b,), tuple(reversed(cfg.upper_hidden)), 2 * a, cfg.activation) for a, b in zip(dims, dims[1:]))
-        return cls(encoder, decoder, cfg.likelihood, ups, downs, latent_dims=dims, prior=cfg.prior, input_shape=cfg.input_shape,
+        return cls(encoder, decoder, cfg.likelihood, ups, downs, latent_dims=dims, prior=part_from_config("prior", cfg),
+                   input_shape=cfg.input_shape,
                    likelihood_options=_likelihood_options(cfg))
 
     def _own_config(self):

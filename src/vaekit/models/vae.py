@@ -6,46 +6,67 @@ from typing import Any
 import torch
 
 from .. import registry
-from ..distributions import DiagonalGaussian, closed_form_kl
+from ..distributions import closed_form_kl
 from ..errors import VaekitError
 from ..config import CUSTOM
 from .autoencoder import Autoencoder, _likelihood_options, _nets
 
 
+def part_from_config(kind: str, cfg: Any) -> Any:
+    """The prior or posterior a ModelConfig names, built with the ModelConfig keys its class reads."""
+    cls = registry.lookup(kind, getattr(cfg, kind), f"model.{kind}")
+    return cls(cfg.latent_dim, **{key: getattr(cfg, key) for key in getattr(cls, "config_keys", ())})
+
+
+def _part_config(kind: str, part: Any) -> dict[str, Any]:
+    """The ModelConfig values naming a prior or posterior built by hand, and its settings."""
+    cls = type(part)
+    name = registry.name_of(kind, cls)
+    return {kind: name or CUSTOM, **({key: getattr(part, key) for key in getattr(cls, "config_keys", ())} if name else {})}
+
+
 @registry.register("model", "vae")
 class VAE(Autoencoder):
-    """q(z|x) = N(μ(x), diag σ²(x)) from an encoder predicting (μ, log σ²); p(z) the prior (N(0, I) unless named).
+    """q(z|x) from any encoder (a diagonal Gaussian unless a flow is named); p(z) the prior (N(0, I) unless named).
 
-    ``prior`` is a registered name, or an object with ``log_prob(z)`` and ``sample(n, generator)``; one that is an
-    ``nn.Module`` is trained and saved with the model.
+    ``prior`` and ``posterior`` are registered names or objects. A prior has ``log_prob(z)`` and
+    ``sample(n, generator)``; one that is an ``nn.Module`` is trained and saved with the model, and one with a
+    ``bind(model)`` method is bound to the model once built (the VampPrior uses the model's encoder). A posterior is
+    an ``nn.Module`` whose ``n_inputs`` is the number of encoder outputs per example it reads and which, called on
+    them, gives q(z|x): ``gaussian`` reads (μ, log σ²), the flows ``planar`` and ``iaf`` also a context h.
     """
 
     default_objective = "elbo"
-    config_keys = frozenset({"prior"})
+    config_keys = frozenset({"prior", "posterior"})
     variational = True
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", *, latent_dim, prior: Any = "standard-normal",
-                 input_shape=None, likelihood_options=None):
+                 posterior: Any = "gaussian", input_shape=None, likelihood_options=None):
         super().__init__(encoder, decoder, likelihood, latent_dim=latent_dim, input_shape=input_shape, likelihood_options=likelihood_options)
-        self.prior = registry.lookup("prior", prior)(latent_dim) if isinstance(prior, str) else prior
+        self.posterior = registry.lookup("posterior", posterior, "posterior")(latent_dim) if isinstance(posterior, str) else posterior
+        self.prior = registry.lookup("prior", prior, "prior")(latent_dim) if isinstance(prior, str) else prior
+        bind = getattr(self.prior, "bind", None)
+        if bind is not None:
+            bind(self)
 
     @classmethod
     def from_config(cls, cfg):
-        encoder, decoder = _nets(cfg, 2 * cfg.latent_dim, cfg.latent_dim)
-        return cls(encoder, decoder, cfg.likelihood, latent_dim=cfg.latent_dim, prior=cfg.prior, input_shape=cfg.input_shape,
-                   likelihood_options=_likelihood_options(cfg))
+        posterior = part_from_config("posterior", cfg)
+        encoder, decoder = _nets(cfg, posterior.n_inputs, cfg.latent_dim)
+        return cls(encoder, decoder, cfg.likelihood, latent_dim=cfg.latent_dim, prior=part_from_config("prior", cfg),
+                   posterior=posterior, input_shape=cfg.input_shape, likelihood_options=_likelihood_options(cfg))
 
     def _own_config(self):
-        return {"prior": registry.name_of("prior", type(self.prior)) or CUSTOM}
+        return {**_part_config("prior", self.prior), **_part_config("posterior", self.posterior)}
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
-        """q(z|x) = N(μ(x), diag σ²(x))."""
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        """q(z|x): what the posterior makes of the encoder's output."""
         out = self._encoder_out(x, y)
-        if out.shape[-1] != 2 * self.latent_dim:
+        if out.shape[-1] != self.posterior.n_inputs:
+            reads = getattr(self.posterior, "reads", f"for its {type(self.posterior).__name__} posterior")
             raise VaekitError(f"the encoder gives {out.shape[-1]} numbers per example; a VAE with latent_dim={self.latent_dim} "
-                              f"needs {2 * self.latent_dim} (μ and log σ² of each unit)")
-        mu, log_var = out.chunk(2, dim=-1)
-        return DiagonalGaussian(mu, log_var)
+                              f"needs {self.posterior.n_inputs} ({reads})")
+        return self.posterior(out)
 
     def draw_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws z ~ p(z) on the model's device: (n, latent_dim)."""

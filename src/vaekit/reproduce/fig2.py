@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ..config import Config, preset
+from ..config import Config
+from ..presets import preset
 from ..errors import VaekitError
 from ..plots import panels, save_figure
 from .common import across_seeds, pick_step_size, pilot_steps, fixed_rows, write_outputs

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ..config import Config, preset
+from ..config import Config
+from ..presets import preset
 from ..data.parts import materialize
 from ..errors import VaekitError
 from ..plots import panels, save_figure

@@ -1,29 +1,17 @@
-"""Distributions as objects: likelihoods p(x|z), the posterior q(z|x) and the prior p(z).
-
-Each wraps a ``torch.distributions`` object whose ``log_prob`` sums over the event
-dimensions (pixels, latent units), so the loss reads ``-p_x.log_prob(x) + β·KL``.
-Every ``sample`` takes an explicit ``generator`` so a seed makes a run repeat.
-Decoders emit raw parameters shaped (*batch, P, *event); a likelihood class turns
-them into a distribution, and ``P`` is its ``n_params``.
-"""
+"""Likelihoods p(x|z): decoders emit raw parameters shaped (*batch, P, *event), and a likelihood class turns
+them into a distribution whose ``log_prob`` sums over the event; ``P`` is its ``n_params``."""
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import torch
 import torch.distributions as td
 import torch.nn.functional as F
 
-from .registry import register
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def _full_precision(t: torch.Tensor) -> torch.Tensor:
-    """Densities are summed over hundreds of terms: in fp32 even when the networks ran under bf16 autocast."""
-    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+from ..registry import register
+from .common import full_precision as _full_precision
+from .common import sample_shape_of as _shape
 
 
 class Likelihood:
@@ -52,6 +40,13 @@ class Likelihood:
     def config_values(cls, options: dict[str, Any]) -> dict[str, Any]:
         """The ModelConfig values that give these keyword arguments: ``options`` inverted."""
         return {}
+
+    @classmethod
+    def params_at(cls, data_mean: torch.Tensor, data_var: torch.Tensor, **options: Any) -> torch.Tensor:
+        """Decoder outputs (n_params, *event) under which p(x|z) has the data's per-element mean (and, where the
+        likelihood has one, variance); ``options`` as ``options(cfg)`` gives them. The output bias that
+        ``model.init_output_bias`` sets."""
+        raise NotImplementedError(f"the {cls.__name__} likelihood does not say which outputs give the data's mean")
 
     def entropy(self) -> torch.Tensor:
         """H[p(x|z)] summed over the event, where ``torch.distributions`` defines it."""
@@ -108,6 +103,10 @@ class Bernoulli(Likelihood):
         x_l = (logits * x.flatten(-self.event_ndim)).sum(-1)
         return x_l - logits.exp_().add_(1).log_().sum(-1)  # in place: no new tensor
 
+    @classmethod
+    def params_at(cls, data_mean, data_var, **options):
+        return _logit(data_mean)[None]
+
     @property
     def mean(self):
         """The pixel probabilities σ(l)."""
@@ -154,6 +153,16 @@ def _mean(raw: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.sigmoid(raw) if kind == "sigmoid" else raw
 
 
+def _logit(p: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """log p − log(1 − p), kept finite where the data's mean is 0 or 1 (MNIST's border pixels)."""
+    return torch.logit(p.clamp(eps, 1 - eps))
+
+
+def _raw_mean(mean: torch.Tensor, kind: str) -> torch.Tensor:
+    """The raw output that ``_mean`` turns into ``mean``."""
+    return _logit(mean) if kind == "sigmoid" else mean
+
+
 @register("likelihood", "gaussian")
 class Gaussian(Likelihood):
     """N(x; f(z), σ²) with a fixed σ; σ = 1 makes −log p = ½‖x − x̂‖² + const."""
@@ -172,6 +181,10 @@ class Gaussian(Likelihood):
     @classmethod
     def config_values(cls, options):
         return {k: options[o] for k, o in (("sigma", "sigma"), ("gaussian_mean", "mean")) if o in options}
+
+    @classmethod
+    def params_at(cls, data_mean, data_var, **options):
+        return _raw_mean(data_mean, options.get("mean", "linear"))[None]
 
     def rsample(self, sample_shape=(), generator=None):
         return self.loc + self.sigma * torch.randn(_shape(sample_shape) + self.loc.shape, generator=generator, device=self.loc.device)
@@ -202,6 +215,11 @@ class GaussianLearned(Likelihood):
     @classmethod
     def config_values(cls, options):
         return {"gaussian_mean": options["mean"]} if "mean" in options else {}
+
+    @classmethod
+    def params_at(cls, data_mean, data_var, **options):
+        log_var = data_var.clamp(min=1e-12).log().clamp(min=cls.min_log_var)
+        return torch.stack([_raw_mean(data_mean, options.get("mean", "linear")), log_var])
 
     def rsample(self, sample_shape=(), generator=None):
         eps = torch.randn(_shape(sample_shape) + self.loc.shape, generator=generator, device=self.loc.device)
@@ -241,159 +259,3 @@ class Categorical256(Likelihood):
         n = math.prod(shape)
         levels = torch.multinomial(p, n, replacement=n > 1, generator=generator)  # (pixels, n)
         return levels.T[:n].reshape(*shape, *self.logits.shape[:-1]).float() / 255
-
-
-def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, I)) per latent unit: ½(σ² + μ² − 1 − log σ²)."""
-    return 0.5 * (log_var.exp() + mu.pow(2) - 1 - log_var)
-
-
-def _shape(sample_shape: int | tuple[int, ...] | torch.Size | None) -> torch.Size:
-    """``sample_shape`` as torch.distributions takes it; an int n means (n,), None means ()."""
-    if sample_shape is None:
-        return torch.Size()
-    return torch.Size((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
-
-
-class DiagonalGaussian(td.Distribution):
-    """q(z|x) = N(μ, diag σ²) from the encoder's (μ, log σ²), as a ``torch.distributions`` distribution
-    whose event is the latent vector; ``td.kl_divergence`` knows it against ``StandardNormal`` and itself."""
-
-    arg_constraints = {"mu": td.constraints.real, "log_var": td.constraints.real}
-    support = td.constraints.real_vector
-    has_rsample = True
-
-    def __init__(self, mu: torch.Tensor, log_var: torch.Tensor):
-        self.mu, self.log_var = _full_precision(mu), _full_precision(log_var)
-        super().__init__(self.mu.shape[:-1], self.mu.shape[-1:], validate_args=False)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.mu
-
-    @property
-    def mode(self) -> torch.Tensor:
-        return self.mu
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        return torch.exp(0.5 * self.log_var)
-
-    @property
-    def variance(self) -> torch.Tensor:
-        return self.log_var.exp()
-
-    @property
-    def dist(self) -> td.Independent:
-        """The same distribution as a ``td.Independent(td.Normal)`` (slower, for what this class lacks)."""
-        return td.Independent(td.Normal(self.mu, self.stddev, validate_args=False), 1)
-
-    def rsample(self, sample_shape: int | tuple[int, ...] | torch.Size | None = torch.Size(),
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """z = μ + σ ⊙ ε, ε ~ N(0, I): the reparameterization trick. Shape (*sample_shape, *batch, k)."""
-        shape = _shape(sample_shape) + self.mu.shape
-        eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
-        return self.mu + self.stddev * eps
-
-    def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator)
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * ((z - self.mu).pow(2) / self.log_var.exp() + self.log_var + LOG_2PI).sum(-1)
-
-    def entropy(self) -> torch.Tensor:
-        return 0.5 * (self.log_var + 1 + LOG_2PI).sum(-1)
-
-    def kl_per_unit(self) -> torch.Tensor:
-        """KL(q ‖ N(0, I)) per latent unit, in closed form: (*batch, k)."""
-        return kl_standard_normal(self.mu, self.log_var)
-
-    def kl(self) -> torch.Tensor:
-        """KL(q ‖ N(0, I)) in closed form, summed over latent units: shape (*batch,)."""
-        return self.kl_per_unit().sum(-1)
-
-
-class PointMass:
-    """The deterministic code of a plain autoencoder, in the posterior's interface."""
-
-    def __init__(self, z: torch.Tensor):
-        self.z = z
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """The code g(x)."""
-        return self.z
-
-    mode = mean
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        """Zero: the code is a point."""
-        return torch.zeros_like(self.z)
-
-    def rsample(self, sample_shape=torch.Size(), generator=None):
-        """The code itself, repeated over ``sample_shape``."""
-        return self.z.expand(*_shape(sample_shape), *self.z.shape)
-
-    sample = rsample
-
-
-@register("prior", "standard-normal")
-class StandardNormal(td.Distribution):
-    """The prior p(z) = N(0, I) over k units.
-
-    The contract a user's prior keeps (register it with ``vaekit.register("prior", name)``):
-    ``__init__(latent_dim)``, ``log_prob(z)`` summed over the units, and ``sample(n, generator)``;
-    a prior that is an ``nn.Module`` has its parameters trained and saved with the model.
-    """
-
-    arg_constraints: dict = {}
-    support = td.constraints.real_vector
-    has_rsample = True
-
-    def __init__(self, k: int):
-        self.k = k
-        super().__init__(torch.Size(), torch.Size((k,)), validate_args=False)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return torch.zeros(self.k)
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        return torch.ones(self.k)
-
-    def sample(self, n: int | tuple[int, ...] = (), generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """(*n, k) draws, on ``device`` or else the generator's."""
-        device = device if device is not None else (generator.device if generator is not None else None)
-        return torch.randn(*_shape(n), self.k, generator=generator, device=device)
-
-    rsample = sample
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
-
-    def entropy(self) -> torch.Tensor:
-        return torch.tensor(0.5 * self.k * (1 + LOG_2PI))
-
-
-@td.register_kl(DiagonalGaussian, StandardNormal)
-def _kl_diagonal_standard(q: DiagonalGaussian, p: StandardNormal) -> torch.Tensor:
-    return q.kl()
-
-
-@td.register_kl(DiagonalGaussian, DiagonalGaussian)
-def _kl_diagonal_diagonal(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
-    """½ Σ (σ_q² / σ_p² + (μ_q − μ_p)² / σ_p² − 1 + log σ_p² − log σ_q²)."""
-    return 0.5 * ((q.log_var - p.log_var).exp() + (q.mu - p.mu).pow(2) / p.log_var.exp() - 1 + p.log_var - q.log_var).sum(-1)
-
-
-def closed_form_kl(q_z: Any, prior: Any) -> torch.Tensor | None:
-    """KL(q ‖ p) per example where ``torch.distributions`` knows a closed form for the pair, else None."""
-    if not isinstance(q_z, td.Distribution) or not isinstance(prior, td.Distribution):
-        return None
-    try:
-        return td.kl_divergence(q_z, prior)
-    except NotImplementedError:
-        return None

@@ -7,7 +7,7 @@
 Three parts, each one class (or function) registered by name:
 - ``continuous-bernoulli``: the continuous Bernoulli likelihood of Loaiza-Ganem & Cunningham (2019),
   the Bernoulli's density made proper on [0, 1] intensities;
-- ``mog``: a prior that is a mixture of Gaussians with learned means;
+- ``unit-mixture``: a prior that is a mixture of unit Gaussians with learned means;
 - ``small-conv``: a convolutional encoder and decoder.
 Registered names work wherever vaekit's own do: ``config.json``, ``--likelihood``, ``vaekit.load``.
 """
@@ -65,7 +65,7 @@ class ContinuousBernoulli(Likelihood):
         return torch.where(small, u, x)
 
 
-@vaekit.register("prior", "mog")
+@vaekit.register("prior", "unit-mixture")
 class MixturePrior(nn.Module):
     """p(z) = (1/K) Σ_k N(z; μ_k, I) with learned means μ_k: trained and saved with the model."""
 
@@ -138,7 +138,7 @@ def main(out: str = "runs/custom", epochs: int = 30) -> dict:
     x_train, x_val, x_test = digits()
     torch.manual_seed(0)
     # by name, so every vaekit command can rebuild it from config.json (with --import examples.custom_model)
-    model = vaekit.build(vaekit.ModelConfig(net="small-conv", likelihood="continuous-bernoulli", prior="mog", latent_dim=8,
+    model = vaekit.build(vaekit.ModelConfig(net="small-conv", likelihood="continuous-bernoulli", prior="unit-mixture", latent_dim=8,
                                             input_shape=tuple(x_train.shape[1:])))
     vaekit.fit(model, x_train, val=x_val, test=x_test, epochs=epochs, batch_size=64, out=out, objective=vaekit.ELBO(kl="sampled"))
     result = vaekit.evaluate(model, x_test, k=500)

@@ -63,7 +63,7 @@ def example_run(tmp_path_factory):
 def test_the_example_trains_evaluates_and_reloads_its_own_parts(example_run):
     out, result = example_run
     cfg = json.loads((out / "config.json").read_text())["model"]
-    assert (cfg["net"], cfg["likelihood"], cfg["prior"]) == ("small-conv", "continuous-bernoulli", "mog")
+    assert (cfg["net"], cfg["likelihood"], cfg["prior"]) == ("small-conv", "continuous-bernoulli", "unit-mixture")
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["val_loss"] < history[0]["val_loss"] - 20  # it learned
     assert result["n"] == 180 and math.isfinite(result["log_px"])

@@ -9,7 +9,8 @@ step does the same arithmetic (it draws the same ε from the same generator as
 from step to step, the 1/B and KL weights folded into the matmuls' α, the loss
 reduced to the three numbers the trainer records, and the gradients written straight
 into each parameter's ``.grad``. It applies where ``applies(model)`` says; every other
-model, bf16 autocast, torch.compile and DistributedDataParallel train through autograd.
+model, torch.compile and DistributedDataParallel train through autograd. Under ``--precision bf16`` the
+products run in bfloat16 as autocast would run them, the rest in float32.
 """
 from __future__ import annotations
 
@@ -44,10 +45,13 @@ class FusedStep:
     """``step(x, kl_weight, generator, weight)``: fills every parameter's ``.grad`` with the gradient of
     ``weight`` × (the batch's mean −ELBO) and returns (−ELBO, reconstruction, KL), batch means."""
 
-    def __init__(self, model: VAE):
+    def __init__(self, model: VAE, matmul_dtype: torch.dtype = torch.float32):
         if not applies(model):
             raise ValueError("FusedStep derives the MLP Bernoulli VAE only; see fused.applies")
         self.model = model
+        # bf16: the products (and the hidden units between them) in bfloat16, as autocast runs them; the densities,
+        # the KL, the reparameterization and every gradient summed into .grad stay in float32
+        self.low = matmul_dtype
         self.enc = [m for m in model.encoder.net if isinstance(m, nn.Linear)]
         self.dec = [m for m in model.decoder.net if isinstance(m, nn.Linear)]
         self.tanh = any(isinstance(m, nn.Tanh) for m in (*model.encoder.net, *model.decoder.net))
@@ -57,11 +61,21 @@ class FusedStep:
             p.grad = torch.zeros_like(p)
 
     def _buffers(self, b: int, like: torch.Tensor) -> list[torch.Tensor]:
-        """Layer outputs, then two (b, D) scratch tensors: kept per batch size (a short last batch adds one set)."""
+        """Layer outputs (in the products' dtype), then float32 (b, D) scratch tensors, two (three when the products
+        are not float32: the logits' float32 copy): kept per batch size (a short last batch adds one set)."""
         if b not in self.buffers:
-            sizes = [m.out_features for m in (*self.enc, *self.dec)] + [self.dec[-1].out_features] * 2
-            self.buffers[b] = [like.new_empty((b, n)) for n in sizes]
+            sizes = [m.out_features for m in (*self.enc, *self.dec)]
+            scratch = 2 if self.low == torch.float32 else 3
+            self.buffers[b] = ([like.new_empty((b, n), dtype=self.low) for n in sizes]
+                               + [like.new_empty((b, self.dec[-1].out_features)) for _ in range(scratch)])
         return self.buffers[b]
+
+    def _weights(self, layers: list[nn.Linear]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) of each layer in the products' dtype: the parameters themselves in float32, else copies
+        made once a step (the optimizer keeps the float32 ones)."""
+        if self.low == torch.float32:
+            return [(lin.weight, lin.bias) for lin in layers]
+        return [(lin.weight.to(self.low), lin.bias.to(self.low)) for lin in layers]
 
     def _act_(self, h: torch.Tensor) -> torch.Tensor:
         return h.tanh_() if self.tanh else h.relu_()
@@ -70,45 +84,57 @@ class FusedStep:
         """d ⊙ f'(a) from the unit's output h = f(a)."""
         return torch.ops.aten.tanh_backward(d, h) if self.tanh else torch.ops.aten.threshold_backward(d, h, 0)
 
-    def _forward(self, layers: list[nn.Linear], h: torch.Tensor, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _forward(self, weights: list[tuple[torch.Tensor, torch.Tensor]], h: torch.Tensor,
+                 outs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each layer's input, then the last layer's output (no activation after it)."""
         inputs = []
-        for i, (lin, out) in enumerate(zip(layers, outs)):
+        h = h.to(self.low)
+        for i, ((w, bias), out) in enumerate(zip(weights, outs)):
             inputs.append(h)
-            h = torch.addmm(lin.bias, h, lin.weight.t(), out=out)
-            if i < len(layers) - 1:
+            h = torch.addmm(bias, h, w.t(), out=out)
+            if i < len(weights) - 1:
                 self._act_(h)
         return inputs + [h]
 
-    def _backward(self, layers: list[nn.Linear], inputs: list[torch.Tensor], d: torch.Tensor, alpha: float,
-                  input_grad: bool) -> torch.Tensor | None:
-        """Weight and bias gradients of α·d flowing back through ``layers``; the gradient at their input if asked."""
+    def _backward(self, layers: list[nn.Linear], weights: list[tuple[torch.Tensor, torch.Tensor]],
+                  inputs: list[torch.Tensor], d: torch.Tensor, alpha: float, input_grad: bool) -> torch.Tensor | None:
+        """Weight and bias gradients of α·d flowing back through ``layers`` (into their float32 ``.grad``); the
+        gradient at their input if asked (in float32)."""
+        d = d.to(self.low)
         for i in reversed(range(len(layers))):
             lin, h = layers[i], inputs[i]
-            lin.weight.grad.addmm_(d.t(), h, beta=0, alpha=alpha)
-            bias = torch.sum(d, 0, out=lin.bias.grad)
+            if self.low == torch.float32:
+                lin.weight.grad.addmm_(d.t(), h, beta=0, alpha=alpha)
+            else:
+                torch.mul(torch.mm(d.t(), h), alpha, out=lin.weight.grad)
+            bias = torch.sum(d, 0, dtype=torch.float32, out=lin.bias.grad)
             if alpha != 1:
                 bias.mul_(alpha)
             if i == 0 and not input_grad:
                 return None
-            d = torch.mm(d, lin.weight)
+            d = torch.mm(d, weights[i][0])
             if i > 0:
                 d = self._act_backward(d, h)
+        d = d.float()
         return d if alpha == 1 else d.mul_(alpha)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None, weight: float) -> torch.Tensor:
         b, k = len(x), self.k
         x = x.reshape(b, -1)
-        *outs, u, scratch = self._buffers(b, x)
-        n_enc = len(self.enc)
-        enc_in = self._forward(self.enc, x, outs[:n_enc])
-        mu, log_var = enc_in[-1][:, :k], enc_in[-1][:, k:]
+        n_enc, buffers = len(self.enc), self._buffers(b, x)
+        outs, (u, scratch, *logits32) = buffers[:n_enc + len(self.dec)], buffers[n_enc + len(self.dec):]
+        enc_w, dec_w = self._weights(self.enc), self._weights(self.dec)
+        enc_in = self._forward(enc_w, x, outs[:n_enc])
+        q = enc_in[-1].float()
+        mu, log_var = q[:, :k], q[:, k:]
         std = torch.exp(0.5 * log_var)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)  # as DiagonalGaussian.rsample
         z = torch.addcmul(mu, std, eps)
-        dec_in = self._forward(self.dec, z, outs[n_enc:])
+        dec_in = self._forward(dec_w, z, outs[n_enc:])
         logits = dec_in.pop()
+        if logits32:
+            logits = logits32[0].copy_(logits)  # the densities in float32
 
         # −log p(x|z) = Σ log(1 + e^l) − Σ x·l, summed over the batch (the trainer records means only)
         torch.exp(logits, out=u).add_(1)
@@ -124,16 +150,19 @@ class FusedStep:
         # backward: ∂/∂l of −log p(x|z) is σ(l) − x = −(1/u − 1 + x), with the batch mean's 1/B folded into α
         g = weight / b
         d = u.reciprocal_().sub_(1).add_(x)
-        dz = self._backward(self.dec, dec_in, d, -g, input_grad=True)
+        dz = self._backward(self.dec, dec_w, dec_in, d, -g, input_grad=True)
         dq = x.new_empty((b, 2 * k))
         torch.add(dz, mu, alpha=c * g, out=dq[:, :k])  # + ∂ KL/∂μ = μ
         # ∂z/∂ log σ² = ε σ / 2; ∂ KL/∂ log σ² = (σ² − 1) / 2
         torch.addcmul((var - 1).mul_(0.5 * c * g), dz.mul_(eps), std, value=0.5, out=dq[:, k:])
-        self._backward(self.enc, enc_in[:-1], dq, 1.0, input_grad=False)
+        self._backward(self.enc, enc_w, enc_in[:-1], dq, 1.0, input_grad=False)
         return terms
 
 
-def step_for(model: nn.Module) -> FusedStep | None:
-    """The hand-derived step for ``model`` where it applies, else None."""
-    return FusedStep(model) if applies(model) else None
+def step_for(model: nn.Module, precision: str = "fp32") -> FusedStep | None:
+    """The hand-derived step for ``model`` where it applies, else None; ``precision`` "bf16" runs its products in
+    bfloat16."""
+    if not applies(model):
+        return None
+    return FusedStep(model, torch.bfloat16 if precision == "bf16" else torch.float32)
 

@@ -56,9 +56,9 @@ class GradientStep:
             for net in _networks(model):
                 net.compile()
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
-        # DDP's gradient hooks, autocast and compiled graphs all live in autograd: those runs take the autograd step
-        by_hand = tc.fused and world.size == 1 and tc.precision == "fp32" and not tc.compile
-        self.fast = fused.step_for(model) if by_hand else None
+        # DDP's gradient hooks and compiled graphs live in autograd: those runs take the autograd step
+        by_hand = tc.fused and world.size == 1 and not tc.compile
+        self.fast = fused.step_for(model, tc.precision) if by_hand else None
 
     def __call__(self, x, y, kl_weight, generator, weight):
         if self.fast is not None:
